@@ -1,0 +1,277 @@
+/*
+ * main - ringmta, the io_uring SMTP relay: command line, start-up, signals.
+ *
+ * SYNOPSIS
+ *   ringmta [-c FILE] [-o key=value ...] [-v]
+ *   ringmta --check-config [-c FILE] [-o key=value ...] [-v]
+ *   ringmta [-c FILE] [-o key=value ...] queue list
+ *   ringmta [-c FILE] [-o key=value ...] queue cat ID
+ *   ringmta --version | --help
+ *
+ * DESCRIPTION
+ *   Without a command, ringmta runs the relay in the foreground, logging
+ *   key=value lines to stderr (or syslog, log = syslog). The configuration
+ *   is the embedded default, then FILE, then each -o override, as Postfix's
+ *   -o. Start-up, in this order: load and check the configuration; check
+ *   that io_uring works (one line naming the cause and the fix if not);
+ *   raise RLIMIT_NOFILE to its hard limit; bind one SO_REUSEPORT socket per
+ *   listen line per reactor; open the spool (recovering it after a crash)
+ *   and give it to the run-time user; when started as root, drop to that
+ *   user (config key user, default "ringmta"; "nobody" when no such
+ *   account exists) before any client byte is read; start one reactor
+ *   thread per core; wait for signals.
+ *
+ * OPTIONS
+ *   -c FILE           configuration file (key = value lines, see README.md)
+ *   -o key=value      override one key; repeatable
+ *   -v                debug logging; with --check-config, print the
+ *                     effective configuration
+ *   --check-config    validate, exit 0 or 1 with "FILE:LINE: message"
+ *
+ * SIGNALS
+ *   SIGTERM, SIGINT   graceful stop: stop accepting, finish or 421 open
+ *                     sessions (at most 10 s), commit what was accepted,
+ *                     mark the spool index clean, exit 0.
+ *   SIGPIPE           ignored.
+ *
+ * FILES
+ *   spool_dir/        segment files (the truth) and the LMDB index.
+ *
+ * DIAGNOSTICS
+ *   Exit 0 after a clean stop, 1 on a start-up or run-time failure, 2 on a
+ *   usage error.
+ */
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ringmta/admin.h"
+#include "ringmta/conf.h"
+#include "ringmta/log.h"
+#include "ringmta/net.h"
+#include "ringmta/reactor.h"
+#include "ringmta/spool.h"
+
+#define MAX_OVERRIDES 256
+/* LISTEN_BACKLOG - per socket; the kernel caps it at net.core.somaxconn. */
+#define LISTEN_BACKLOG 4096
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: ringmta [-c FILE] [-o key=value ...] [-v]\n"
+		"       ringmta --check-config [-c FILE] [-o key=value ...] [-v]\n"
+		"       ringmta [-c FILE] [-o key=value ...] queue list | queue cat ID\n"
+		"       ringmta --version | --help\n");
+}
+
+/* run_user - resolve the run-time user; "ringmta" falls back to nobody. */
+static int run_user(const struct conf *c, uid_t *uid, gid_t *gid)
+{
+	struct passwd *pw = getpwnam(c->user);
+
+	if (pw == NULL && strcmp(c->user, "ringmta") == 0) {
+		log_warn("main: user ringmta does not exist, running as nobody");
+		pw = getpwnam("nobody");
+	}
+	if (pw == NULL) {
+		log_msg(LOG_LVL_FATAL, "main: user %s does not exist", c->user);
+		return -ENOENT;
+	}
+	*uid = pw->pw_uid;
+	*gid = pw->pw_gid;
+	return 0;
+}
+
+/* drop_privileges - become uid/gid for good (setgroups first). */
+static int drop_privileges(uid_t uid, gid_t gid)
+{
+	if (setgroups(1, &gid) < 0 || setgid(gid) < 0 || setuid(uid) < 0) {
+		log_msg(LOG_LVL_FATAL, "main: dropping privileges: %s", strerror(errno));
+		return -errno;
+	}
+	if (uid != 0 && setuid(0) == 0) {
+		log_msg(LOG_LVL_FATAL, "main: privileges could be regained after the drop");
+		return -EPERM;
+	}
+	return 0;
+}
+
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+/* serve - bind, open the spool, drop privileges, run the reactors. */
+static int serve(const struct conf *c)
+{
+	struct rm_err err = { 0, "" };
+	unsigned n = conf_reactor_count(c);
+	struct reactor *rs;
+	struct spool *sp = NULL;
+	struct spool_opts so;
+	uid_t uid = 0;
+	gid_t gid = 0;
+	bool is_root = geteuid() == 0;
+	sigset_t set;
+	int sig, rc = 0;
+
+	if (reactor_probe(&err) < 0) {
+		log_msg(LOG_LVL_FATAL, "%s", err.msg);
+		return 1;
+	}
+	raise_nofile();
+	if (net_conn_table_init(c->max_connections) < 0)
+		return 1;
+	if (is_root && run_user(c, &uid, &gid) < 0)
+		return 1;
+
+	rs = calloc(n, sizeof(*rs));
+	if (rs == NULL)
+		return 1;
+	memset(&so, 0, sizeof(so));
+	so.dir = c->spool_dir;
+	so.map_bytes = c->spool_map_size;
+	so.segment_bytes = c->spool_segment_size;
+	so.n_shards = n;
+	so.uid = is_root ? (int)uid : -1;
+	so.gid = is_root ? (int)gid : -1;
+	if (spool_open(&sp, &so, &err) < 0) {
+		log_msg(LOG_LVL_FATAL, "%s", err.msg);
+		return 1;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		int fds[CONF_MAX_LISTEN];
+		enum conf_listen_role roles[CONF_MAX_LISTEN];
+		for (size_t j = 0; j < c->n_listen; j++) {
+			const struct conf_listen *l = &c->listen[j];
+			fds[j] = net_listen((const struct sockaddr *)&l->addr, l->addr_len,
+					    LISTEN_BACKLOG, l->is_any, &err);
+			if (fds[j] < 0) {
+				log_msg(LOG_LVL_FATAL, "%s", err.msg);
+				return 1;
+			}
+			roles[j] = l->role;
+		}
+		if (reactor_init(&rs[i], i, c, sp, fds, roles, (unsigned)c->n_listen, &err) < 0) {
+			log_msg(LOG_LVL_FATAL, "%s", err.msg);
+			return 1;
+		}
+	}
+	if (is_root && drop_privileges(uid, gid) < 0)
+		return 1;
+
+	/* Signals go to this thread only: block them before the reactors start. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	for (unsigned i = 0; i < n; i++) {
+		if (reactor_start(&rs[i], &err) < 0) {
+			log_msg(LOG_LVL_FATAL, "%s", err.msg);
+			return 1;
+		}
+	}
+	for (size_t j = 0; j < c->n_listen; j++)
+		log_info("main: listening addr=%s role=%s reactors=%u", c->listen[j].text,
+			 conf_role_name(c->listen[j].role), n);
+	for (;;) {
+		if (sigwait(&set, &sig) != 0)
+			continue;
+		if (sig == SIGHUP) {
+			log_info("main: SIGHUP: nothing to reload yet");
+			continue;
+		}
+		break;
+	}
+	log_info("main: stopping signal=%s", sig == SIGTERM ? "TERM" : "INT");
+	for (unsigned i = 0; i < n; i++)
+		reactor_stop(&rs[i]);
+	for (unsigned i = 0; i < n; i++)
+		rc |= reactor_join(&rs[i]);
+	spool_close(sp);
+	free(rs);
+	log_info("main: stopped status=%d", rc ? 1 : 0);
+	return rc ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	char *overrides[MAX_OVERRIDES] = { NULL };
+	size_t n_over = 0;
+	const char *cfile = NULL;
+	bool check = false, verbose = false;
+	struct rm_err err = { 0, "" };
+	struct conf c;
+	int i, rc;
+
+	for (i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "--version") == 0) {
+			printf("ringmta %s\n", RINGMTA_VERSION);
+			return 0;
+		} else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+			usage(stdout);
+			return 0;
+		} else if (strcmp(a, "--check-config") == 0) {
+			check = true;
+		} else if (strcmp(a, "-v") == 0) {
+			verbose = true;
+		} else if (strcmp(a, "-c") == 0 && i + 1 < argc) {
+			cfile = argv[++i];
+		} else if (strcmp(a, "-o") == 0 && i + 1 < argc) {
+			if (n_over == MAX_OVERRIDES) {
+				fprintf(stderr, "ringmta: more than %d -o options\n", MAX_OVERRIDES);
+				return 2;
+			}
+			overrides[n_over++] = argv[++i];
+		} else if (a[0] != '-') {
+			break;
+		} else {
+			usage(stderr);
+			return 2;
+		}
+	}
+	rc = conf_load(&c, cfile, overrides, n_over, &err);
+	if (rc < 0) {
+		fprintf(stderr, "ringmta: %s\n", err.msg);
+		return 1;
+	}
+	if (check) {
+		if (verbose)
+			conf_dump(&c, stdout);
+		conf_fini(&c);
+		return 0;
+	}
+	if (i < argc) {
+		if (strcmp(argv[i], "queue") != 0) {
+			usage(stderr);
+			conf_fini(&c);
+			return 2;
+		}
+		rc = admin_queue(&c, argc - i - 1, argv + i + 1);
+		conf_fini(&c);
+		return rc;
+	}
+	umask(027);
+	log_init(c.log == CONF_LOG_SYSLOG, "ringmta");
+	log_set_debug(verbose);
+	rc = serve(&c);
+	conf_fini(&c);
+	return rc;
+}
