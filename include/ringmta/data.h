@@ -79,7 +79,10 @@ void data_dec_init(struct data_dec *d, const struct data_limits *lim, enum data_
  *  DATA_BODY: *out and *out_len (> 0) is decoded body, pointing into
  *    in or into static storage; valid as long as in is.
  *  DATA_REJECTED: once, when the message becomes rejected; d->reject says
- *    why. No DATA_BODY follows, but decoding (and end detection) goes on.
+ *    why. *out, *out_len may carry a last slice of body that preceded the
+ *    offending byte (out_len 0 if none), so that the body handed out never
+ *    depends on how the input was split. No DATA_BODY follows, but
+ *    decoding (and end detection) goes on.
  *  DATA_END: (DOT mode) the end marker was consumed; bytes after it are
  *    not touched. Every later call returns DATA_END with *used = 0.
  *  DATA_NEED_MORE: input exhausted.
