@@ -1435,8 +1435,12 @@ static const struct conf_key *key_find(const char *name, size_t len)
 	return NULL;
 }
 
-/* check_bytes - refuse control bytes and non-ASCII outside comments. */
-static int check_bytes(struct pctx *p, const char *s, size_t len)
+/*
+ * check_bytes - refuse control bytes and non-ASCII outside comments; the
+ * column is counted from line, the start of the line or override.
+ */
+static int check_bytes(struct pctx *p, const char *line, const char *s,
+		       size_t len)
 {
 	size_t i;
 
@@ -1444,7 +1448,7 @@ static int check_bytes(struct pctx *p, const char *s, size_t len)
 		unsigned char ch = (unsigned char)s[i];
 		if ((ch < 0x20 && ch != '\t') || ch >= 0x7f)
 			return pfail(p, "invalid byte 0x%02x at column %zu", ch,
-				     i + 1);
+				     (size_t)(s - line) + i + 1);
 	}
 	return 0;
 }
@@ -1485,7 +1489,7 @@ static int apply(struct conf *c, struct pctx *p, const char *key, size_t klen,
 static int parse_line(struct conf *c, struct pctx *p, const char *s,
 		      size_t len)
 {
-	const char *key, *eq, *v;
+	const char *key, *eq, *v, *line = s;
 	size_t klen, vlen;
 	int rc;
 
@@ -1496,7 +1500,7 @@ static int parse_line(struct conf *c, struct pctx *p, const char *s,
 	trim(&s, &len);
 	if (len == 0 || s[0] == '#')
 		return 0;
-	if ((rc = check_bytes(p, s, len)) < 0)
+	if ((rc = check_bytes(p, line, s, len)) < 0)
 		return rc;
 	if ((eq = memchr(s, '=', len)) == NULL)
 		return pfail(p, "missing '=' (lines are key = value)");
@@ -1580,7 +1584,7 @@ int conf_override(struct conf *c, char *const *overrides, size_t n,
 		p.ov = s;
 		p.ov_len = len;
 		p.line = (unsigned)i + 1;
-		if ((rc = check_bytes(&p, s, len)) < 0)
+		if ((rc = check_bytes(&p, s, s, len)) < 0)
 			return rc;
 		if ((eq = memchr(s, '=', len)) == NULL)
 			return pfail(&p, "missing '=' (use -o key=value)");
