@@ -113,7 +113,7 @@ rm_stop() {
 	fi
 	rm_pid=""
 }
-rm_count() { "$RINGMTA_BIN" queue list -o "spool_dir=$work/rm-spool" | grep -c '^id=' || true; }
+rm_count() { "$RINGMTA_BIN" -o "spool_dir=$work/rm-spool" queue list | grep -c '^id=' || true; }
 
 # --- postfix --------------------------------------------------------------
 pf() { "$here/lib/postfix_instance.sh" "$1" "$work/postfix" "$pf_port"; }

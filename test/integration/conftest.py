@@ -247,11 +247,12 @@ class Daemon:
         raise AssertionError("no VmRSS")
 
     def cli(self, *args, check=True, timeout=CLI_TIMEOUT_S):
-        """cli - run `ringmta ARGS -o spool_dir=...`; returns CompletedProcess."""
-        av = [self.binary, *args]
+        """cli - run `ringmta [-c F] -o spool_dir=... ARGS`; returns CompletedProcess."""
+        # options go before the command: `ringmta [-c F] [-o k=v] queue list`
+        av = [self.binary]
         if self.conf_file:
             av += ["-c", str(self.conf_file)]
-        av += ["-o", f"spool_dir={self.spool_dir}"]
+        av += ["-o", f"spool_dir={self.spool_dir}", *args]
         r = subprocess.run(av, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            timeout=timeout)
         if check and r.returncode != 0:
