@@ -173,8 +173,12 @@ class Daemon:
                     s.settimeout(2)
                     data = s.recv(512)
                     if data.startswith(b"220"):
+                        # QUIT and wait for the close, so this probe is not
+                        # still counted against connection limits.
                         try:
                             s.sendall(b"QUIT\r\n")
+                            while s.recv(512):
+                                pass
                         except OSError:
                             pass
                         return

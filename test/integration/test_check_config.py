@@ -18,7 +18,7 @@ listen = 127.0.0.1:{port}
 spool_dir = {spool}
 reactors = 1
 myhostname = mx.check-config.test.invalid
-mynetworks = 127.0.0.0/8, ::1/128
+mynetworks = 127.0.0.0/8, [::1]/128
 relay_domains = example.net
 message_size_limit = 1048576
 recipient_limit = 100
@@ -32,6 +32,7 @@ durability = batch
 
 
 def write_conf(tmp_path, text, **fmt):
+    (tmp_path / "spool").mkdir(exist_ok=True)
     p = tmp_path / "ringmta.conf"
     p.write_text(text.format(**fmt))
     return p
