@@ -44,11 +44,11 @@
  * one DATA can never yield two messages. Leniencies are named flags in
  * struct smtp_server_limits, all off by default.
  *
- * Failures: a peer can never make this module abort. Calling the API out
- * of order (answering with nothing pending, feeding after CLOSE is
- * harmless and ignored; answering twice is a host bug) ends in rm_panic().
- * CLOSE is sticky: once returned, _next returns it forever and _feed takes
- * nothing.
+ * Failures: a peer can never make this module abort. Host bugs end in
+ * rm_panic(): calling _feed/_next before smtp_server_start(), answering
+ * when nothing is pending (e.g. answering twice). Harmless and ignored:
+ * feeding after CLOSE (takes 0), answering after eof/timeout/CLOSE.
+ * CLOSE is sticky: once returned, _next returns it forever.
  *
  * Memory: struct smtp_server is self-contained (no heap), about 7 KiB;
  * smtp_server_size() gives the exact figure.
@@ -79,6 +79,14 @@
 #define SMTP_SERVER_OUT_BYTES 2048
 /* SMTP_SERVER_HELO_MAX - the HELO/EHLO argument we keep (RFC 5321 4.5.3.1.2). */
 #define SMTP_SERVER_HELO_MAX 255
+/* SMTP_SERVER_QUEUE_MAX - informational events one step can queue (REJECT, DATA_ABORT, REJECT). */
+#define SMTP_SERVER_QUEUE_MAX 4
+/*
+ * SMTP_SERVER_REPLY_RESERVE - output room a command needs before it is
+ * read: its replies (the EHLO list < 480, or a reply plus 354 plus a final
+ * reply plus 421) always fit, so answers never find the buffer full.
+ */
+#define SMTP_SERVER_REPLY_RESERVE 640
 /* SMTP_SERVER_ARG_MAX - longest argument (queue id) an answer may substitute. */
 #define SMTP_SERVER_ARG_MAX 64
 
@@ -134,6 +142,8 @@ enum smtp_server_abort {
 	SMTP_SERVER_ABORT_TIMEOUT,      /* smtp_server_timeout() inside the message */
 	SMTP_SERVER_ABORT_SHUTDOWN,     /* smtp_server_shutdown() between BDAT chunks */
 	SMTP_SERVER_ABORT_BDAT_SYNTAX,  /* malformed BDAT between chunks (then CLOSE) */
+	SMTP_SERVER_ABORT_QUIT,         /* QUIT between BDAT chunks */
+	SMTP_SERVER_ABORT_ERRORS,       /* error budget spent between BDAT chunks */
 };
 
 /* enum smtp_server_reject - why the server itself refused a command. */
@@ -200,30 +210,31 @@ enum smtp_server_state {
 struct smtp_server {
 	struct smtp_server_limits lim;
 	enum smtp_server_state state;
-	/* pending: the event awaiting an answer (MAIL, RCPT, DATA_BEGIN,
-	 * DATA_END, STARTTLS) or NEED_MORE when none. */
+	/* the event awaiting an answer (MAIL, RCPT, DATA_BEGIN, DATA_END,
+	 * STARTTLS), or SMTP_SERVER_EV_NEED_MORE when none */
 	enum smtp_server_ev_kind pending;
-	/* queued informational event to hand out next, or NEED_MORE. */
-	enum smtp_server_ev_kind queued;
-	enum smtp_server_abort queued_abort;
-	enum smtp_server_reject queued_reject;
-	enum smtp_reply_id queued_reply;
-	bool close_after_flush;       /* CLOSE once the queued event is out */
+	/* informational events to hand out before anything else (FIFO) */
+	struct smtp_server_qev {
+		uint8_t kind, abort, reject, reply;
+	} q[SMTP_SERVER_QUEUE_MAX];
+	uint8_t q_head, q_len;
+	bool close_after_flush;       /* CLOSE once the queue is empty */
 	bool is_greeted;              /* HELO/EHLO seen */
 	bool is_ehlo;
 	bool is_tls;                  /* STARTTLS answered TLS_GO */
 	bool has_mail;                /* MAIL accepted: a transaction is open */
 	bool is_msg_open;             /* DATA_BEGIN accepted, no END/ABORT yet */
 	bool is_bdat_txn;             /* the message is being sent with BDAT */
-	bool is_txn_failed;           /* a BDAT chunk failed: refuse until LAST/RSET */
+	bool is_txn_failed;           /* a BDAT message failed: refuse until LAST/RSET */
+	bool is_chunk_discard;        /* S_BDAT: drop this chunk, then reply chunk_reply */
 	bool is_shutdown;             /* smtp_server_shutdown() called */
-	bool is_eof;                  /* smtp_server_eof() called */
 	bool skip_saw_cr;             /* S_SKIP: the previous byte was CR */
-	enum smtp_reply_id txn_fail_reply; /* reply for a failed message */
+	uint8_t txn_fail_reply;       /* enum smtp_reply_id for a failed BDAT message */
+	uint8_t chunk_reply;          /* enum smtp_reply_id for a discarded chunk */
 	unsigned n_errors;
 	unsigned n_rcpt;              /* accepted recipients in this transaction */
 	struct data_bdat chunk;       /* S_BDAT: octets left, LAST or not */
-	uint64_t bdat_total;          /* octets received in BDAT chunks */
+	uint64_t chunk_size;          /* S_BDAT: the announced size */
 	struct data_dec dec;          /* DATA / BDAT decoder */
 	size_t in_off;                /* start of unconsumed input */
 	size_t in_len;                /* end of buffered input */
@@ -300,14 +311,16 @@ void smtp_server_output_done(struct smtp_server *s, size_t n);
 /*
  * smtp_server_eof - the peer closed (or the connection failed). An open
  * message yields DATA_ABORT (ABORT_EOF) first; then CLOSE. Nothing is
- * sent. A pending answer is dropped: do not answer afterwards.
+ * sent. A pending answer is dropped; an answer given afterwards is ignored
+ * (so a commit already in flight may still answer DATA_END harmlessly:
+ * a message whose DATA_END was emitted is complete and is not aborted).
  */
 void smtp_server_eof(struct smtp_server *s);
 
 /*
  * smtp_server_timeout - the idle timeout fired. Queues 421 4.4.2; an open
- * message yields DATA_ABORT (ABORT_TIMEOUT) first; then CLOSE. A pending
- * answer is dropped: do not answer afterwards.
+ * message yields DATA_ABORT (ABORT_TIMEOUT) first; then CLOSE. As for
+ * smtp_server_eof, later answers are ignored.
  */
 void smtp_server_timeout(struct smtp_server *s);
 
