@@ -1362,6 +1362,7 @@ static int walk(struct spool *sp, bool by_due, int64_t until, entry_cb cb,
 	MDB_val k, v, mk;
 	MDB_cursor_op op = MDB_FIRST;
 	uint8_t due_limit[16];
+	bool is_stopped = false;
 	int rc;
 
 	due_key(due_limit, until, UINT64_MAX);
@@ -1391,12 +1392,14 @@ static int walk(struct spool *sp, bool by_due, int64_t until, entry_cb cb,
 			}
 		}
 		if ((rc = emit(get_be64((uint8_t *)k.mv_data + (by_due ? 8 : 0)), &v,
-			       &ra, cb, arg, err)) != 0)
+			       &ra, cb, arg, err)) != 0) {
+			is_stopped = true;
 			break;
+		}
 	}
 	if (rc == MDB_NOTFOUND)
 		rc = 0;
-	else if (rc > 0 || (rc <= MDB_KEYEXIST && rc >= MDB_LAST_ERRCODE))
+	else if (!is_stopped && (rc > 0 || (rc <= MDB_KEYEXIST && rc >= MDB_LAST_ERRCODE)))
 		rc = lmdb_err(err, rc, "mdb_cursor_get");
 	mdb_cursor_close(cur);
 	mdb_txn_abort(txn);

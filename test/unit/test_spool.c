@@ -1,0 +1,1163 @@
+/*
+ * test_spool - the durable spool: round trips, group commit, rotation,
+ * recovery from crashes and damaged segments, map full, write errors.
+ *
+ * Each case works in its own mkdtemp directory under $TMPDIR. A "crash"
+ * is a forked child that writes and then _exit()s without closing
+ * anything: LMDB must not be opened twice in one process, and a real
+ * process death is what the spool has to survive. The group commit is
+ * driven with plain fdatasync() instead of io_uring.
+ */
+#include "ringmta/spool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <dirent.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "t.h"
+
+uint32_t spool_crc32c(uint32_t crc, const void *p, size_t n);
+
+#define MAX_MSGS 512
+
+/* ---- fixtures -------------------------------------------------------------- */
+
+static char tmp_root[256];
+
+static const char *new_dir(const char *tag)
+{
+	static char dir[512];
+	snprintf(dir, sizeof(dir), "%s/%s", tmp_root, tag);
+	if (mkdir(dir, 0700) < 0) {
+		perror(dir);
+		exit(2);
+	}
+	strcat(dir, "/spool");
+	return dir;
+}
+
+static struct spool_opts opts(const char *dir)
+{
+	struct spool_opts o = { dir, 0, 0, 2, -1, -1, false };
+	return o;
+}
+
+static struct spool *open_or_die(const struct spool_opts *o)
+{
+	struct spool *sp;
+	struct rm_err err = { 0, "" };
+	int rc = spool_open(&sp, o, &err);
+	if (rc != 0) {
+		fprintf(stderr, "spool_open %s: %d %s\n", o->dir, rc, err.msg);
+		exit(2);
+	}
+	return sp;
+}
+
+static struct spool_shard *shard_or_die(struct spool *sp, unsigned n)
+{
+	struct spool_shard *sh;
+	struct rm_err err;
+	if (spool_shard_open(sp, n, &sh, &err) != 0) {
+		fprintf(stderr, "spool_shard_open: %s\n", err.msg);
+		exit(2);
+	}
+	return sh;
+}
+
+/* struct ack - what the done callback reported for one message. */
+struct ack {
+	int calls;
+	int status;
+	char id[SPOOL_ID_BYTES + 1];
+};
+
+static void on_done(void *owner, const char *id, int status)
+{
+	struct ack *a = owner;
+	a->calls++;
+	a->status = status;
+	snprintf(a->id, sizeof(a->id), "%s", id);
+}
+
+/* drive - run the group commit like the reactor, with plain fdatasync. */
+static int drive(struct spool_shard *sh)
+{
+	struct rm_err err;
+	int fd, steps = 0;
+
+	while ((fd = spool_shard_sync_begin(sh)) >= 0) {
+		int res = fdatasync(fd) < 0 ? -errno : 0;
+		spool_shard_sync_end(sh, res, on_done, &err);
+		steps++;
+	}
+	return steps;
+}
+
+static const struct spool_rcpt rcpts2[] = {
+	{ "alice@example.org", SPOOL_NOTIFY_SUCCESS | SPOOL_NOTIFY_FAILURE,
+	  "rfc822;alice@example.org" },
+	{ "bob@example.net", 0, NULL },
+};
+
+static struct spool_envelope envelope(int64_t arrival)
+{
+	struct spool_envelope e = {
+		"sender@example.com", rcpts2, 2, "ENV123", SPOOL_RET_HDRS,
+		SPOOL_BODY_8BITMIME, true, "192.0.2.7", "client.example.com",
+		arrival,
+	};
+	return e;
+}
+
+/* fill - deterministic content for message n. */
+static void fill(uint8_t *p, size_t len, unsigned n)
+{
+	uint32_t x = 2166136261u ^ n;
+	for (size_t i = 0; i < len; i++) {
+		x = x * 1103515245u + 12345u;
+		p[i] = (uint8_t)(x >> 16);
+	}
+}
+
+/*
+ * put - store one message of len bytes (content fill(n)) written in pieces
+ * of piece bytes; ended and, when do_sync, synced. Returns msg_end's code.
+ */
+static int put(struct spool_shard *sh, size_t len, unsigned n, size_t piece,
+	       struct ack *a, bool do_sync)
+{
+	struct spool_msg *m;
+	struct spool_envelope env = envelope(1700000000 + n);
+	struct rm_err err;
+	uint8_t *buf = malloc(len + 1);
+	int rc;
+
+	fill(buf, len, n);
+	if (spool_msg_begin(sh, &m, &err) != 0)
+		exit(2);
+	memset(a, 0, sizeof(*a));
+	snprintf(a->id, sizeof(a->id), "%s", spool_msg_id(m));
+	for (size_t off = 0; off < len; off += piece) {
+		size_t k = len - off < piece ? len - off : piece;
+		if ((rc = spool_msg_write(m, buf + off, k, &err)) != 0) {
+			spool_msg_abort(m);
+			free(buf);
+			return rc;
+		}
+	}
+	free(buf);
+	rc = spool_msg_end(m, &env, a, &err);
+	if (rc == 0 && do_sync)
+		drive(sh);
+	return rc;
+}
+
+/* ---- reading back --------------------------------------------------------- */
+
+struct listing {
+	int n;
+	char id[MAX_MSGS][SPOOL_ID_BYTES + 1];
+	uint64_t size[MAX_MSGS];
+	int64_t due[MAX_MSGS];
+};
+
+static int on_entry(void *arg, const struct spool_entry *e)
+{
+	struct listing *l = arg;
+	if (l->n < MAX_MSGS) {
+		memcpy(l->id[l->n], e->id, sizeof(e->id));
+		l->size[l->n] = e->size;
+		l->due[l->n] = e->next_attempt_unix;
+	}
+	l->n++;
+	return 0;
+}
+
+static struct listing list(struct spool *sp)
+{
+	static struct listing l;
+	struct rm_err err;
+	memset(&l, 0, sizeof(l));
+	int rc = spool_list(sp, on_entry, &l, &err);
+	T_EQ_INT(rc, 0);
+	return l;
+}
+
+/* count_id - how often id appears in l. */
+static int count_id(const struct listing *l, const char *id)
+{
+	int c = 0;
+	for (int i = 0; i < l->n && i < MAX_MSGS; i++)
+		c += strcmp(l->id[i], id) == 0;
+	return c;
+}
+
+struct sink {
+	uint8_t *p;
+	size_t len, cap;
+	int calls;
+};
+
+static int on_bytes(void *arg, const void *p, size_t len)
+{
+	struct sink *s = arg;
+	if (s->len + len > s->cap) {
+		s->cap = (s->len + len) * 2;
+		s->p = realloc(s->p, s->cap);
+	}
+	memcpy(s->p + s->len, p, len);
+	s->len += len;
+	s->calls++;
+	return 0;
+}
+
+/* check_content - id reads back as fill(n) of len bytes. */
+static void check_content(struct spool *sp, const char *id, size_t len, unsigned n)
+{
+	struct sink s = { NULL, 0, 0, 0 };
+	struct rm_err err = { 0, "" };
+	uint8_t *want = malloc(len + 1);
+	int rc = spool_read(sp, id, on_bytes, &s, &err);
+
+	fill(want, len, n);
+	T_CHECK(rc == 0, "spool_read %s: got %d (%s), want 0", id, rc, err.msg);
+	T_CHECK(s.len == len && (len == 0 || memcmp(s.p, want, len) == 0),
+		"content of %s: got %zu bytes, want %zu (equal: %d)", id, s.len, len,
+		s.len == len && len > 0 ? memcmp(s.p, want, len) == 0 : -1);
+	free(want);
+	free(s.p);
+}
+
+static int count_segments(const char *dir)
+{
+	char path[600];
+	DIR *d;
+	struct dirent *de;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "%s/seg", dir);
+	if ((d = opendir(path)) == NULL)
+		return -1;
+	while ((de = readdir(d)) != NULL)
+		n += strstr(de->d_name, ".seg") != NULL;
+	closedir(d);
+	return n;
+}
+
+/* last_segment - path of the newest segment of shard 0. */
+static void last_segment(const char *dir, char *out, size_t cap)
+{
+	char path[600], best[300] = "";
+	DIR *d;
+	struct dirent *de;
+
+	snprintf(path, sizeof(path), "%s/seg", dir);
+	d = opendir(path);
+	while ((de = readdir(d)) != NULL)
+		if (strncmp(de->d_name, "000-", 4) == 0 && strcmp(de->d_name, best) > 0)
+			snprintf(best, sizeof(best), "%s", de->d_name);
+	closedir(d);
+	snprintf(out, cap, "%.300s/%.300s", path, best);
+}
+
+static off_t file_size(const char *path)
+{
+	struct stat sb;
+	return stat(path, &sb) == 0 ? sb.st_size : -1;
+}
+
+/* ---- crashing children ------------------------------------------------------ */
+
+/* shared between a crashing child and the test: ids it got acknowledged */
+struct shared {
+	int n;
+	char id[MAX_MSGS][SPOOL_ID_BYTES + 1];
+	int status[MAX_MSGS];
+	int rc;
+};
+
+static struct shared *shared_new(void)
+{
+	struct shared *s = mmap(NULL, sizeof(*s), PROT_READ | PROT_WRITE,
+				MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (s == MAP_FAILED)
+		exit(2);
+	memset(s, 0, sizeof(*s));
+	return s;
+}
+
+/* in_child - run fn in a child that dies without cleaning up (kill -9). */
+static void in_child(void (*fn)(const char *, struct shared *), const char *dir,
+		     struct shared *sh)
+{
+	pid_t pid = fork();
+	int st;
+
+	if (pid == 0) {
+		fn(dir, sh);
+		_exit(0);
+	}
+	waitpid(pid, &st, 0);
+	T_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %d", st);
+}
+
+/* ---- cases -------------------------------------------------------------------- */
+
+static void test_crc32c(void)
+{
+	T_CASE("crc32c_rfc3720_vector");
+	T_EQ_INT(spool_crc32c(0, "123456789", 9), 0xe3069283u);
+	T_EQ_INT(spool_crc32c(spool_crc32c(0, "1234", 4), "56789", 5), 0xe3069283u);
+	T_EQ_INT(spool_crc32c(0, "", 0), 0);
+}
+
+/* struct rt_case - one round-trip message: size and write piece size. */
+static const struct rt_case {
+	const char *name;
+	size_t len, piece;
+} rt_cases[] = {
+	{ "tiny", 7, 7 },
+	{ "empty", 0, 1 },
+	{ "one_byte_pieces", 3000, 1 },
+	{ "exactly_one_chunk", SPOOL_CHUNK_BYTES, SPOOL_CHUNK_BYTES },
+	{ "chunk_plus_one", SPOOL_CHUNK_BYTES + 1, 4096 },
+	{ "multi_mib_odd_pieces", (5u << 20) + 17, 1000 },
+	{ "multi_mib_one_write", (3u << 20) + 5, (3u << 20) + 5 },
+};
+
+static int check_entry(void *arg, const struct spool_entry *e)
+{
+	int *n = arg;
+	(*n)++;
+	T_EQ_STR(e->sender, "sender@example.com");
+	T_EQ_INT(e->n_rcpts, 2);
+	T_EQ_STR(e->rcpts[0].addr, "alice@example.org");
+	T_EQ_INT(e->rcpts[0].notify, SPOOL_NOTIFY_SUCCESS | SPOOL_NOTIFY_FAILURE);
+	T_EQ_STR(e->rcpts[0].orcpt, "rfc822;alice@example.org");
+	T_EQ_STR(e->rcpts[1].addr, "bob@example.net");
+	T_CHECK(e->rcpts[1].orcpt == NULL, "orcpt: got %p, want NULL", (void *)e->rcpts[1].orcpt);
+	T_EQ_INT(e->rcpts[1].state, SPOOL_RCPT_PENDING);
+	T_EQ_INT(e->rcpts[1].attempts, 0);
+	T_EQ_STR(e->envid, "ENV123");
+	T_EQ_INT(e->ret, SPOOL_RET_HDRS);
+	T_EQ_INT(e->body, SPOOL_BODY_8BITMIME);
+	T_EQ_INT(e->smtputf8, 1);
+	T_EQ_STR(e->client_addr, "192.0.2.7");
+	T_EQ_STR(e->helo, "client.example.com");
+	T_EQ_INT(e->next_attempt_unix, e->arrival_unix);
+	T_EQ_INT(e->shard, 0);
+	return 0;
+}
+
+static void test_roundtrip(void)
+{
+	const char *dir = new_dir("roundtrip");
+	struct spool_opts o = opts(dir);
+	struct spool *sp = open_or_die(&o);
+	struct spool_shard *sh = shard_or_die(sp, 0);
+	struct ack a[16];
+	size_t n = sizeof(rt_cases) / sizeof(rt_cases[0]);
+	struct rm_err err;
+	int seen = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		T_CASE(rt_cases[i].name);
+		T_EQ_INT(put(sh, rt_cases[i].len, (unsigned)i, rt_cases[i].piece, &a[i], true), 0);
+		T_EQ_INT(a[i].calls, 1);
+		T_EQ_INT(a[i].status, 0);
+		check_content(sp, a[i].id, rt_cases[i].len, (unsigned)i);
+	}
+	T_CASE("roundtrip_list");
+	T_EQ_INT(spool_list(sp, check_entry, &seen, &err), 0);
+	T_EQ_INT(seen, n);
+	struct listing l = list(sp);
+	for (size_t i = 0; i < n; i++) {
+		T_EQ_INT(count_id(&l, a[i].id), 1);
+		T_EQ_INT(l.size[i], rt_cases[i].len);	/* id order = arrival order */
+	}
+	T_CASE("roundtrip_after_clean_restart");
+	spool_shard_close(sh);
+	spool_close(sp);
+	sp = open_or_die(&o);
+	struct spool_stats st;
+	spool_stats(sp, &st);
+	T_EQ_INT(st.is_rebuilt, 0);
+	for (size_t i = 0; i < n; i++)
+		check_content(sp, a[i].id, rt_cases[i].len, (unsigned)i);
+	T_CASE("read_unknown_and_malformed_ids");
+	struct sink s = { NULL, 0, 0, 0 };
+	T_EQ_INT(spool_read(sp, "0000000000000001", on_bytes, &s, &err), -ENOENT);
+	T_EQ_INT(spool_read(sp, "xyz", on_bytes, &s, &err), -EINVAL);
+	T_EQ_INT(spool_read(sp, "00000000000000011", on_bytes, &s, &err), -EINVAL);
+	spool_close(sp);
+}
+
+static void test_interleaved(void)
+{
+	const char *dir = new_dir("interleaved");
+	struct spool_opts o = opts(dir);
+	struct spool *sp = open_or_die(&o);
+	struct spool_shard *sh = shard_or_die(sp, 0);
+	struct spool_msg *m[2];
+	struct spool_envelope env = envelope(1700000000);
+	size_t len = 1u << 20, piece = 10007;
+	uint8_t *buf[2];
+	struct ack a[2];
+	struct rm_err err;
+
+	T_CASE("interleaved_two_sessions_one_segment");
+	for (int i = 0; i < 2; i++) {
+		buf[i] = malloc(len);
+		fill(buf[i], len, 100 + (unsigned)i);
+		T_EQ_INT(spool_msg_begin(sh, &m[i], &err), 0);
+	}
+	T_CHECK(strcmp(spool_msg_id(m[0]), spool_msg_id(m[1])) < 0, "ids %s %s not ascending",
+		spool_msg_id(m[0]), spool_msg_id(m[1]));
+	for (size_t off = 0; off < len; off += piece)
+		for (int i = 0; i < 2; i++) {
+			size_t k = len - off < piece ? len - off : piece;
+			T_EQ_INT(spool_msg_write(m[i], buf[i] + off, k, &err), 0);
+		}
+	memset(a, 0, sizeof(a));
+	T_EQ_INT(spool_msg_end(m[1], &env, &a[1], &err), 0);
+	T_EQ_INT(spool_msg_end(m[0], &env, &a[0], &err), 0);
+	T_EQ_INT(drive(sh), 1);		/* one fdatasync for the batch of two */
+	T_EQ_INT(a[0].status, 0);
+	T_EQ_INT(a[1].status, 0);
+	T_EQ_INT(count_segments(dir), 1);
+	check_content(sp, a[0].id, len, 100);
+	check_content(sp, a[1].id, len, 101);
+	free(buf[0]);
+	free(buf[1]);
+	spool_shard_close(sh);
+	spool_close(sp);
+}
+
+static void test_abort(void)
+{
+	const char *dir = new_dir("abort");
+	struct spool_opts o = opts(dir);
+	struct spool *sp = open_or_die(&o);
+	struct spool_shard *sh = shard_or_die(sp, 0);
+	struct spool_msg *m;
+	struct rm_err err;
+	uint8_t buf[1000];
+	struct ack a;
+
+	T_CASE("abort_buffered_and_on_disk");
+	fill(buf, sizeof(buf), 1);
+	T_EQ_INT(spool_msg_begin(sh, &m, &err), 0);
+	T_EQ_INT(spool_msg_write(m, buf, sizeof(buf), &err), 0);
+	spool_msg_abort(m);
+	T_EQ_INT(spool_msg_begin(sh, &m, &err), 0);
+	for (int i = 0; i < 300; i++)	/* 300 kB: chunks reach the segment */
+		T_EQ_INT(spool_msg_write(m, buf, sizeof(buf), &err), 0);
+	spool_msg_abort(m);
+	T_EQ_INT(spool_shard_sync_begin(sh), -1);	/* nothing pending */
+	T_EQ_INT(list(sp).n, 0);
+	T_EQ_INT(put(sh, 10, 2, 10, &a, true), 0);
+	T_EQ_INT(list(sp).n, 1);
+	T_CASE("abort_envelope_rejected");
+	struct spool_envelope env = envelope(1);
+	env.n_rcpts = 0;
+	T_EQ_INT(spool_msg_begin(sh, &m, &err), 0);
+	T_EQ_INT(spool_msg_end(m, &env, NULL, &err), -EINVAL);
+	T_EQ_INT(spool_shard_sync_begin(sh), -1);
+	T_CASE("abort_shard_close_with_open_message");
+	T_EQ_INT(spool_msg_begin(sh, &m, &err), 0);
+	T_EQ_INT(spool_msg_write(m, buf, sizeof(buf), &err), 0);
+	spool_shard_close(sh);
+	spool_close(sp);
+	T_CASE("abort_nothing_after_rebuild");
+	char marker[600];
+	snprintf(marker, sizeof(marker), "%s/index.clean", dir);
+	T_EQ_INT(unlink(marker), 0);
+	sp = open_or_die(&o);
+	struct spool_stats st;
+	spool_stats(sp, &st);
+	T_EQ_INT(st.is_rebuilt, 1);
+	T_EQ_INT(st.n_messages, 1);
+	T_EQ_INT(st.n_garbage_msgs, 0);		/* the DONE records said so */
+	T_EQ_INT(count_id(&(struct listing){ 0 }, a.id), 0);
+	struct listing l = list(sp);
+	T_EQ_INT(l.n, 1);
+	T_EQ_INT(count_id(&l, a.id), 1);
+	spool_close(sp);
+}
+
+static void test_rotation(void)
+{
+	const char *dir = new_dir("rotation");
+	struct spool_opts o = opts(dir);
+	struct spool *sp;
+	struct spool_shard *sh;
+	struct ack a[60];
+	struct rm_err err;
+
+	o.segment_bytes = 8192;
+	sp = open_or_die(&o);
+	sh = shard_or_die(sp, 0);
+	T_CASE("rotation_small_messages");
+	for (unsigned i = 0; i < 50; i++)
+		T_EQ_INT(put(sh, 1000 + i, i, 333, &a[i], (i % 7) == 6), 0);
+	drive(sh);
+	for (unsigned i = 0; i < 50; i++)
+		T_EQ_INT(a[i].status, 0);
+	T_CHECK(count_segments(dir) > 5, "segments: got %d, want > 5", count_segments(dir));
+	T_CASE("rotation_big_message_spans_segments");
+	T_EQ_INT(put(sh, 300000, 50, 7777, &a[50], true), 0);
+	T_EQ_INT(a[50].status, 0);
+	T_CASE("rotation_interleaved_with_rotation");
+	struct spool_msg *m1, *m2;
+	struct spool_envelope env = envelope(5);
+	uint8_t big[20000];
+	fill(big, sizeof(big), 51);
+	T_EQ_INT(spool_msg_begin(sh, &m1, &err), 0);
+	T_EQ_INT(spool_msg_write(m1, big, sizeof(big), &err), 0);
+	T_EQ_INT(put(sh, 9000, 52, 9000, &a[52], false), 0);	/* pending */
+	T_EQ_INT(spool_msg_end(m1, &env, &a[51], &err), 0);
+	snprintf(a[51].id, sizeof(a[51].id), "%s", spool_msg_id(m1));
+	T_EQ_INT(spool_msg_begin(sh, &m2, &err), 0);
+	spool_msg_abort(m2);
+	T_CHECK(drive(sh) >= 1, "drive steps");
+	T_EQ_INT(a[51].status, 0);
+	T_EQ_INT(a[52].status, 0);
+	for (unsigned i = 0; i <= 50; i++)
+		check_content(sp, a[i].id, i == 50 ? 300000 : 1000 + i, i);
+	check_content(sp, a[51].id, sizeof(big), 51);
+	check_content(sp, a[52].id, 9000, 52);
+	spool_shard_close(sh);
+	spool_close(sp);
+	T_CASE("rotation_rebuild_finds_all");
+	char marker[600];
+	snprintf(marker, sizeof(marker), "%s/index.clean", dir);
+	unlink(marker);
+	sp = open_or_die(&o);
+	struct listing l = list(sp);
+	T_EQ_INT(l.n, 53);
+	for (unsigned i = 0; i <= 52; i++)
+		T_EQ_INT(count_id(&l, a[i].id), 1);
+	check_content(sp, a[50].id, 300000, 50);
+	spool_close(sp);
+}
+
+/* crash_writer - 20 acknowledged messages, 1 open, 1 ended not synced. */
+static void crash_writer(const char *dir, struct shared *s)
+{
+	struct spool_opts o = opts(dir);
+	struct spool *sp = open_or_die(&o);
+	struct spool_shard *sh = shard_or_die(sp, 0);
+	struct spool_msg *m;
+	struct rm_err err;
+	struct ack a;
+	uint8_t buf[100000];
+
+	for (unsigned i = 0; i < 20; i++)	/* batches of 5 */
+		if (put(sh, 500 + 5000 * i, i, 4096, &a, i % 5 == 4) != 0)
+			_exit(3);
+	s->n = 0;
+	/* the acknowledged ones: read them back from the index */
+	struct listing l = list(sp);
+	for (int i = 0; i < l.n; i++)
+		snprintf(s->id[s->n++], SPOOL_ID_BYTES + 1, "%s", l.id[i]);
+	fill(buf, sizeof(buf), 99);
+	if (spool_msg_begin(sh, &m, &err) != 0 || spool_msg_write(m, buf, sizeof(buf), &err) != 0)
+		_exit(4);
+	s->rc = put(sh, 777, 98, 777, &a, false);	/* COMMIT written, no sync */
+	snprintf(s->id[MAX_MSGS - 1], SPOOL_ID_BYTES + 1, "%s", a.id);
+}
+
+static void test_crash(void)
+{
+	const char *dir = new_dir("crash");
+	struct spool_opts o = opts(dir);
+	struct shared *s = shared_new();
+	struct spool_stats st;
+
+	T_CASE("crash_every_acknowledged_message_once");
+	in_child(crash_writer, dir, s);
+	T_EQ_INT(s->n, 20);
+	struct spool *sp = open_or_die(&o);
+	spool_stats(sp, &st);
+	T_EQ_INT(st.is_rebuilt, 1);
+	struct listing l = list(sp);
+	for (int i = 0; i < s->n; i++) {
+		T_EQ_INT(count_id(&l, s->id[i]), 1);
+		check_content(sp, s->id[i], 500 + 5000 * (size_t)i, (unsigned)i);
+	}
+	T_CASE("crash_open_message_is_garbage");
+	T_EQ_INT(st.n_garbage_msgs, 1);
+	T_CASE("crash_unsynced_commit_comes_back");	/* at least once */
+	T_EQ_INT(count_id(&l, s->id[MAX_MSGS - 1]), 1);
+	T_EQ_INT(l.n, 21);
+	T_CASE("crash_new_ids_are_new");
+	struct spool_shard *sh = shard_or_die(sp, 0);
+	struct ack a;
+	T_EQ_INT(put(sh, 5, 1, 5, &a, true), 0);
+	T_CHECK(strcmp(a.id, s->id[MAX_MSGS - 1]) > 0, "id %s not after %s", a.id,
+		s->id[MAX_MSGS - 1]);
+	spool_shard_close(sh);
+	spool_close(sp);
+	T_CASE("crash_clean_restart_after_recovery");
+	sp = open_or_die(&o);
+	spool_stats(sp, &st);
+	T_EQ_INT(st.is_rebuilt, 0);
+	T_EQ_INT(list(sp).n, 22);
+	spool_close(sp);
+	munmap(s, sizeof(*s));
+}
+
+/* damage_writer - A (200 kB), B (100 B), C (300 B), each synced alone. */
+static void damage_writer(const char *dir, struct shared *s)
+{
+	struct spool_opts o = opts(dir);
+	struct spool *sp = open_or_die(&o);
+	struct spool_shard *sh = shard_or_die(sp, 0);
+	static const size_t len[3] = { 200000, 100, 300 };
+	struct ack a;
+
+	for (unsigned i = 0; i < 3; i++) {
+		if (put(sh, len[i], i, 4096, &a, true) != 0 || a.status != 0)
+			_exit(3);
+		snprintf(s->id[i], SPOOL_ID_BYTES + 1, "%s", a.id);
+	}
+	s->n = 3;
+}
+
+enum damage { CUT_TAIL, CUT_INTO_HEADER, FLIP_LAST, APPEND_GARBAGE, APPEND_ZEROS,
+	      FLIP_FIRST_CHUNK };
+
+/* struct damage_case - what to do to the segment and what must survive. */
+static const struct damage_case {
+	const char *name;
+	enum damage what;
+	bool has[3];			/* A, B, C found afterwards */
+	bool is_truncated, is_skipped;
+	uint64_t garbage;
+} damage_cases[] = {
+	/* C's chunk stays behind without its COMMIT: one garbage message */
+	{ "torn_tail_record", CUT_TAIL, { 1, 1, 0 }, 1, 0, 1 },
+	{ "torn_tail_header", CUT_INTO_HEADER, { 1, 1, 0 }, 1, 0, 1 },
+	{ "bad_crc_last_record", FLIP_LAST, { 1, 1, 0 }, 1, 0, 1 },
+	{ "garbage_appended", APPEND_GARBAGE, { 1, 1, 1 }, 1, 0, 0 },
+	{ "zeros_appended", APPEND_ZEROS, { 1, 1, 1 }, 1, 0, 0 },
+	{ "bad_crc_mid_segment_skipped", FLIP_FIRST_CHUNK, { 0, 1, 1 }, 0, 1, 1 },
+};
+
+static void flip(const char *path, off_t off)
+{
+	int fd = open(path, O_RDWR);
+	uint8_t b;
+	T_EQ_INT(pread(fd, &b, 1, off), 1);
+	b ^= 0x5a;
+	T_EQ_INT(pwrite(fd, &b, 1, off), 1);
+	close(fd);
+}
+
+static void append(const char *path, size_t n, bool is_zero)
+{
+	uint8_t *b = malloc(n);
+	int fd = open(path, O_WRONLY | O_APPEND);
+	if (is_zero)
+		memset(b, 0, n);
+	else
+		fill(b, n, 7);
+	T_EQ_INT(write(fd, b, n), n);
+	close(fd);
+	free(b);
+}
+
+static void damage(const char *seg, enum damage what)
+{
+	off_t size = file_size(seg);
+	/* C's COMMIT is the last record: 24 + ~220 bytes of envelope */
+	switch (what) {
+	case CUT_TAIL: T_EQ_INT(truncate(seg, size - 40), 0); break;
+	case CUT_INTO_HEADER: {
+		/* find C's COMMIT header: scan back for the record magic */
+		int fd = open(seg, O_RDONLY);
+		uint8_t b[4];
+		off_t off;
+		for (off = size - 8; off > 0; off -= 8) {
+			T_EQ_INT(pread(fd, b, 4, off), 4);
+			if (memcmp(b, "RMSR", 4) == 0)
+				break;
+		}
+		close(fd);
+		T_EQ_INT(truncate(seg, off + 10), 0);
+		break;
+	}
+	case FLIP_LAST: flip(seg, size - 60); break;
+	case APPEND_GARBAGE: append(seg, 1000, false); break;
+	case APPEND_ZEROS: append(seg, 4096, true); break;
+	case FLIP_FIRST_CHUNK: flip(seg, 32 + 24 + 100); break;
+	}
+}
+
+static void test_damage(void)
+{
+	size_t n = sizeof(damage_cases) / sizeof(damage_cases[0]);
+	static const size_t len[3] = { 200000, 100, 300 };
+
+	for (size_t i = 0; i < n; i++) {
+		const struct damage_case *c = &damage_cases[i];
+		const char *dir = new_dir(c->name);
+		struct spool_opts o = opts(dir);
+		struct shared *s = shared_new();
+		struct spool_stats st;
+		char seg[700];
+
+		T_CASE(c->name);
+		in_child(damage_writer, dir, s);
+		T_EQ_INT(s->n, 3);
+		last_segment(dir, seg, sizeof(seg));
+		off_t before = file_size(seg);
+		damage(seg, c->what);
+		struct spool *sp = open_or_die(&o);
+		spool_stats(sp, &st);
+		struct listing l = list(sp);
+		for (int k = 0; k < 3; k++) {
+			T_EQ_INT(count_id(&l, s->id[k]), c->has[k]);
+			if (c->has[k])
+				check_content(sp, s->id[k], len[k], (unsigned)k);
+		}
+		T_EQ_INT(st.is_rebuilt, 1);
+		T_EQ_INT(st.n_truncated_bytes > 0, c->is_truncated);
+		T_EQ_INT(st.n_skipped_bytes > 0, c->is_skipped);
+		T_EQ_INT(st.n_garbage_msgs, c->garbage);
+		if (c->what == APPEND_GARBAGE || c->what == APPEND_ZEROS)
+			T_EQ_INT(file_size(seg), before);
+		spool_close(sp);
+		/* recovery is idempotent: a second rebuild finds the same */
+		char marker[600];
+		snprintf(marker, sizeof(marker), "%s/index.clean", dir);
+		T_EQ_INT(unlink(marker), 0);
+		sp = open_or_die(&o);
+		spool_stats(sp, &st);
+		T_EQ_INT(st.n_truncated_bytes, 0);
+		T_EQ_INT(list(sp).n, l.n);
+		spool_close(sp);
+		munmap(s, sizeof(*s));
+	}
+}
+
+enum index_damage { NO_MARKER, NO_DATA_MDB, GARBAGE_DATA_MDB, BAD_MARKER };
+
+static const struct index_case {
+	const char *name;
+	enum index_damage what;
+} index_cases[] = {
+	{ "missing_marker_valid_index", NO_MARKER },
+	{ "deleted_data_mdb", NO_DATA_MDB },
+	{ "garbage_data_mdb", GARBAGE_DATA_MDB },
+	{ "unreadable_marker", BAD_MARKER },
+};
+
+static void test_index_damage(void)
+{
+	size_t n = sizeof(index_cases) / sizeof(index_cases[0]);
+
+	for (size_t i = 0; i < n; i++) {
+		const struct index_case *c = &index_cases[i];
+		const char *dir = new_dir(c->name);
+		struct spool_opts o = opts(dir);
+		struct spool *sp = open_or_die(&o);
+		struct spool_shard *sh = shard_or_die(sp, 0);
+		struct spool_stats st;
+		struct ack a[5];
+		char path[700];
+
+		T_CASE(c->name);
+		for (unsigned k = 0; k < 5; k++)
+			T_EQ_INT(put(sh, 1000 * k, k, 999, &a[k], true), 0);
+		spool_shard_close(sh);
+		spool_close(sp);
+		switch (c->what) {
+		case NO_MARKER:
+			snprintf(path, sizeof(path), "%s/index.clean", dir);
+			T_EQ_INT(unlink(path), 0);
+			break;
+		case NO_DATA_MDB:
+			snprintf(path, sizeof(path), "%s/index/data.mdb", dir);
+			T_EQ_INT(unlink(path), 0);
+			break;
+		case GARBAGE_DATA_MDB: {
+			snprintf(path, sizeof(path), "%s/index/data.mdb", dir);
+			int fd = open(path, O_WRONLY);
+			uint8_t junk[16384];
+			fill(junk, sizeof(junk), 3);
+			T_EQ_INT(pwrite(fd, junk, sizeof(junk), 0), sizeof(junk));
+			close(fd);
+			break;
+		}
+		case BAD_MARKER:
+			snprintf(path, sizeof(path), "%s/index.clean", dir);
+			T_EQ_INT(truncate(path, 0), 0);
+			break;
+		}
+		sp = open_or_die(&o);
+		spool_stats(sp, &st);
+		T_EQ_INT(st.is_rebuilt, 1);
+		T_EQ_INT(st.n_messages, 5);
+		struct listing l = list(sp);
+		T_EQ_INT(l.n, 5);
+		for (unsigned k = 0; k < 5; k++) {
+			T_EQ_INT(count_id(&l, a[k].id), 1);
+			check_content(sp, a[k].id, 1000 * k, k);
+		}
+		spool_close(sp);
+	}
+}
+
+static void test_map_full(void)
+{
+	const char *dir = new_dir("map_full");
+	struct spool_opts o = opts(dir);
+	struct spool *sp;
+	struct spool_shard *sh;
+	static struct ack a[MAX_MSGS], b[10];
+	int n_ok = 0;
+
+	o.map_bytes = 64 * 1024;
+	sp = open_or_die(&o);
+	sh = shard_or_die(sp, 0);
+	T_CASE("map_full_error_returned");
+	for (int i = 0; i < MAX_MSGS; i++) {
+		T_EQ_INT(put(sh, 100, (unsigned)i, 100, &a[i], true), 0);
+		T_EQ_INT(a[i].calls, 1);
+		if (a[i].status != 0)
+			break;
+		n_ok++;
+	}
+	T_CHECK(n_ok > 0 && n_ok < MAX_MSGS, "map never filled: %d", n_ok);
+	T_EQ_INT(a[n_ok].status, SPOOL_EMAPFULL);
+	T_CHECK(strstr(spool_strerror(SPOOL_EMAPFULL), "map_bytes") != NULL, "strerror");
+	T_CASE("map_full_earlier_messages_intact");
+	struct listing l = list(sp);
+	T_EQ_INT(l.n, n_ok);
+	for (int k = 0; k < n_ok; k += 7)
+		check_content(sp, a[k].id, 100, (unsigned)k);
+	T_CASE("map_full_whole_batch_refused_while_full");
+	for (unsigned k = 0; k < 10; k++)
+		T_EQ_INT(put(sh, 100, 1000 + k, 100, &b[k], false), 0);
+	T_EQ_INT(drive(sh), 1);
+	for (unsigned k = 0; k < 10; k++)
+		T_EQ_INT(b[k].status, SPOOL_EMAPFULL);
+	T_EQ_INT(list(sp).n, n_ok);
+	spool_shard_close(sh);
+	spool_close(sp);
+	T_CASE("map_full_bigger_map_after_restart");
+	o.map_bytes = 4u << 20;
+	sp = open_or_die(&o);
+	sh = shard_or_die(sp, 0);
+	T_EQ_INT(list(sp).n, n_ok);
+	T_EQ_INT(put(sh, 100, 2000, 100, &b[0], true), 0);
+	T_EQ_INT(b[0].status, 0);
+	spool_shard_close(sh);
+	spool_close(sp);
+	T_CASE("map_full_refused_messages_stay_out_of_a_rebuild");
+	char marker[600];
+	snprintf(marker, sizeof(marker), "%s/index.clean", dir);
+	T_EQ_INT(unlink(marker), 0);
+	sp = open_or_die(&o);
+	l = list(sp);
+	T_EQ_INT(l.n, n_ok + 1);
+	T_EQ_INT(count_id(&l, a[n_ok].id), 0);
+	spool_close(sp);
+}
+
+static void two_shard_writer(const char *dir, struct shared *s)
+{
+	struct spool_opts o = opts(dir);
+	struct spool *sp = open_or_die(&o);
+	struct spool_shard *sh[2] = { shard_or_die(sp, 0), shard_or_die(sp, 1) };
+	struct ack a;
+
+	for (unsigned i = 0; i < 40; i++) {
+		if (put(sh[i % 2], 70000 + i, i, 5000, &a, true) != 0 || a.status != 0)
+			_exit(3);
+		snprintf(s->id[s->n++], SPOOL_ID_BYTES + 1, "%s", a.id);
+	}
+}
+
+static int check_shard(void *arg, const struct spool_entry *e)
+{
+	(void)arg;
+	unsigned want = (unsigned)strtoul(e->id + 8, NULL, 16) >> 24;
+	T_EQ_INT(e->shard, want);
+	return 0;
+}
+
+static void test_two_shards(void)
+{
+	const char *dir = new_dir("two_shards");
+	struct spool_opts o = opts(dir);
+	struct shared *s = shared_new();
+	struct spool_shard *sh;
+	struct rm_err err;
+
+	T_CASE("two_shards_crash_and_rebuild");
+	in_child(two_shard_writer, dir, s);
+	T_EQ_INT(s->n, 40);
+	struct spool *sp = open_or_die(&o);
+	struct listing l = list(sp);
+	T_EQ_INT(l.n, 40);
+	for (int i = 0; i < 40; i++) {
+		T_EQ_INT(count_id(&l, s->id[i]), 1);
+		if (i % 9 == 0)
+			check_content(sp, s->id[i], 70000 + (size_t)i, (unsigned)i);
+	}
+	T_EQ_INT(spool_list(sp, check_shard, NULL, &err), 0);
+	T_CASE("two_shards_open_rules");
+	sh = shard_or_die(sp, 1);
+	struct spool_shard *dup;
+	T_EQ_INT(spool_shard_open(sp, 1, &dup, &err), -EBUSY);
+	T_EQ_INT(spool_shard_open(sp, 2, &dup, &err), -EINVAL);
+	spool_shard_close(sh);
+	sh = shard_or_die(sp, 1);
+	spool_shard_close(sh);
+	spool_close(sp);
+	T_CASE("two_shards_second_daemon_refused");
+	sp = open_or_die(&o);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct spool *sp2;
+		_exit(spool_open(&sp2, &o, NULL) == -EBUSY ? 0 : 1);
+	}
+	int st;
+	waitpid(pid, &st, 0);
+	T_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "second open: status %d", st);
+	T_CASE("two_shards_reader_while_daemon_runs");
+	sh = shard_or_die(sp, 0);
+	struct ack a;
+	T_EQ_INT(put(sh, 10, 1, 10, &a, true), 0);
+	pid = fork();
+	if (pid == 0) {
+		struct spool_opts ro = o;
+		struct spool *r;
+		struct listing *rl = malloc(sizeof(*rl));
+		struct sink snk = { NULL, 0, 0, 0 };
+		ro.read_only = true;
+		if (spool_open(&r, &ro, NULL) != 0)
+			_exit(1);
+		memset(rl, 0, sizeof(*rl));
+		if (spool_list(r, on_entry, rl, NULL) != 0 || rl->n != 41)
+			_exit(2);
+		if (spool_read(r, a.id, on_bytes, &snk, NULL) != 0 || snk.len != 10)
+			_exit(3);
+		struct spool_shard *x;
+		if (spool_shard_open(r, 0, &x, NULL) != -EINVAL)
+			_exit(4);
+		spool_close(r);
+		_exit(0);
+	}
+	waitpid(pid, &st, 0);
+	T_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "reader: status %d", st);
+	spool_shard_close(sh);
+	spool_close(sp);
+	munmap(s, sizeof(*s));
+}
+
+static void test_sync_failure(void)
+{
+	const char *dir = new_dir("sync_failure");
+	struct spool_opts o = opts(dir);
+	struct spool *sp = open_or_die(&o);
+	struct spool_shard *sh = shard_or_die(sp, 0);
+	struct spool_msg *m;
+	struct rm_err err = { 0, "" };
+	struct ack a, b, c, d;
+	uint8_t buf[100000];
+	int fd;
+
+	T_CASE("sync_failure_fails_batch_and_pending");
+	T_EQ_INT(put(sh, 1000, 1, 1000, &a, true), 0);
+	fill(buf, sizeof(buf), 2);
+	T_EQ_INT(spool_msg_begin(sh, &m, &err), 0);
+	T_EQ_INT(spool_msg_write(m, buf, sizeof(buf), &err), 0);	/* on disk */
+	T_EQ_INT(put(sh, 2000, 3, 2000, &b, false), 0);
+	fd = spool_shard_sync_begin(sh);
+	T_CHECK(fd >= 0, "sync_begin: got %d", fd);
+	T_EQ_INT(spool_shard_sync_begin(sh), -1);	/* one in flight */
+	T_EQ_INT(put(sh, 3000, 4, 3000, &c, false), 0);	/* joins pending */
+	spool_shard_sync_end(sh, -EIO, on_done, &err);
+	T_EQ_INT(b.calls, 1);
+	T_EQ_INT(b.status, -EIO);
+	T_EQ_INT(c.calls, 1);
+	T_EQ_INT(c.status, -EIO);
+	T_EQ_INT(err.code, -EIO);
+	T_CHECK(strstr(err.msg, "fdatasync segment 000/") != NULL, "err: %s", err.msg);
+	T_CASE("sync_failure_abandons_open_message");
+	T_EQ_INT(spool_msg_write(m, buf, 10, &err), SPOOL_EABANDONED);
+	struct spool_envelope env = envelope(9);
+	T_EQ_INT(spool_msg_end(m, &env, NULL, &err), SPOOL_EABANDONED);
+	T_CASE("sync_failure_shard_keeps_serving");
+	T_EQ_INT(put(sh, 4000, 5, 4000, &d, true), 0);
+	T_EQ_INT(d.status, 0);
+	check_content(sp, d.id, 4000, 5);
+	check_content(sp, a.id, 1000, 1);
+	struct listing l = list(sp);
+	T_EQ_INT(l.n, 2);
+	T_EQ_INT(count_segments(dir), 2);
+	spool_shard_close(sh);
+	spool_close(sp);
+	T_CASE("sync_failure_refused_messages_stay_out_of_a_rebuild");
+	char marker[600];
+	snprintf(marker, sizeof(marker), "%s/index.clean", dir);
+	T_EQ_INT(unlink(marker), 0);
+	sp = open_or_die(&o);
+	l = list(sp);
+	T_EQ_INT(l.n, 2);
+	T_EQ_INT(count_id(&l, a.id), 1);
+	T_EQ_INT(count_id(&l, d.id), 1);
+	spool_close(sp);
+}
+
+/* fsize_writer - a file size limit stands in for a full disk. */
+static void fsize_writer(const char *dir, struct shared *s)
+{
+	struct spool_opts o = opts(dir);
+	struct spool *sp = open_or_die(&o);
+	struct spool_shard *sh = shard_or_die(sp, 0);
+	struct rlimit rl = { 300000, 300000 };
+	struct ack a;
+
+	signal(SIGXFSZ, SIG_IGN);
+	if (put(sh, 5000, 1, 5000, &a, true) != 0 || a.status != 0)
+		_exit(3);
+	snprintf(s->id[0], SPOOL_ID_BYTES + 1, "%s", a.id);
+	setrlimit(RLIMIT_FSIZE, &rl);
+	s->rc = put(sh, 1u << 20, 2, 10000, &a, true);		/* too big */
+	s->status[0] = put(sh, 5000, 3, 5000, &a, true);	/* still fits */
+	s->status[1] = a.status;
+	snprintf(s->id[1], SPOOL_ID_BYTES + 1, "%s", a.id);
+	s->n = 2;
+	spool_shard_close(sh);
+	spool_close(sp);
+}
+
+static void test_write_error(void)
+{
+	const char *dir = new_dir("write_error");
+	struct spool_opts o = opts(dir);
+	struct shared *s = shared_new();
+
+	T_CASE("write_error_returned_at_once");
+	in_child(fsize_writer, dir, s);
+	T_EQ_INT(s->n, 2);
+	T_EQ_INT(s->rc, -EFBIG);
+	T_CASE("write_error_others_unharmed");
+	T_EQ_INT(s->status[0], 0);
+	T_EQ_INT(s->status[1], 0);
+	struct spool *sp = open_or_die(&o);
+	struct spool_stats st;
+	spool_stats(sp, &st);
+	T_EQ_INT(st.is_rebuilt, 0);
+	struct listing l = list(sp);
+	T_EQ_INT(l.n, 2);
+	check_content(sp, s->id[0], 5000, 1);
+	check_content(sp, s->id[1], 5000, 3);
+	spool_close(sp);
+	munmap(s, sizeof(*s));
+}
+
+static int on_due(void *arg, const struct spool_entry *e)
+{
+	struct listing *l = arg;
+	l->due[l->n++] = e->next_attempt_unix;
+	return l->n == 2 ? 42 : 0;
+}
+
+static void test_due_and_ids(void)
+{
+	const char *dir = new_dir("due");
+	struct spool_opts o = opts(dir);
+	struct spool *sp = open_or_die(&o);
+	struct spool_shard *sh = shard_or_die(sp, 0);
+	static const int64_t t[] = { 300, -5, 200, 100 };
+	struct spool_envelope env;
+	struct spool_msg *m;
+	struct rm_err err;
+	struct ack a[4];
+	static struct listing l;
+
+	T_CASE("due_order_and_limit");
+	for (int i = 0; i < 4; i++) {
+		env = envelope(t[i]);
+		T_EQ_INT(spool_msg_begin(sh, &m, &err), 0);
+		T_EQ_INT(spool_msg_end(m, &env, &a[i], &err), 0);
+	}
+	T_EQ_INT(drive(sh), 1);
+	memset(&l, 0, sizeof(l));
+	T_EQ_INT(spool_due(sp, 250, on_entry, &l, &err), 0);
+	T_EQ_INT(l.n, 3);
+	T_EQ_INT(l.due[0], -5);
+	T_EQ_INT(l.due[1], 100);
+	T_EQ_INT(l.due[2], 200);
+	T_CASE("due_callback_stops_walk");
+	memset(&l, 0, sizeof(l));
+	T_EQ_INT(spool_due(sp, 1000, on_due, &l, &err), 42);
+	T_EQ_INT(l.n, 2);
+	T_CASE("ids_unique_and_ascending_across_restarts");
+	char last[SPOOL_ID_BYTES + 1];
+	snprintf(last, sizeof(last), "%s", a[3].id);
+	for (int round = 0; round < 3; round++) {
+		spool_shard_close(sh);
+		spool_close(sp);
+		sp = open_or_die(&o);
+		sh = shard_or_die(sp, 0);
+		T_EQ_INT(spool_msg_begin(sh, &m, &err), 0);
+		T_CHECK(strcmp(spool_msg_id(m), last) > 0, "id %s not after %s",
+			spool_msg_id(m), last);
+		T_EQ_INT(strlen(spool_msg_id(m)), SPOOL_ID_BYTES);
+		snprintf(last, sizeof(last), "%s", spool_msg_id(m));
+		spool_msg_abort(m);	/* never committed: still never reused */
+	}
+	spool_shard_close(sh);
+	spool_close(sp);
+}
+
+int main(void)
+{
+	const char *tmp = getenv("TMPDIR");
+
+	snprintf(tmp_root, sizeof(tmp_root), "%s/test_spool.XXXXXX", tmp ? tmp : "/tmp");
+	if (mkdtemp(tmp_root) == NULL) {
+		perror("mkdtemp");
+		return 2;
+	}
+	test_crc32c();
+	test_roundtrip();
+	test_interleaved();
+	test_abort();
+	test_rotation();
+	test_crash();
+	test_damage();
+	test_index_damage();
+	test_map_full();
+	test_two_shards();
+	test_sync_failure();
+	test_write_error();
+	test_due_and_ids();
+	if (t_failed == 0) {
+		char cmd[300];
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp_root);
+		if (system(cmd) != 0)
+			fprintf(stderr, "could not remove %s\n", tmp_root);
+	} else {
+		fprintf(stderr, "spool directories kept in %s\n", tmp_root);
+	}
+	return t_done();
+}
