@@ -256,6 +256,7 @@ static void ehlo_reply(struct smtp_server *s)
 	};
 	char size[32];
 	size_t i;
+	bool tls = s->lim.offer_starttls && !s->is_tls;   /* RFC 3207 4.2 */
 
 	if (!out_reply(s, SMTP_REPLY_HELO_OK, s->lim.hostname, true))
 		rm_panic("smtp_server: output full for EHLO");
@@ -263,8 +264,8 @@ static void ehlo_reply(struct smtp_server *s)
 	out_reply(s, SMTP_REPLY_HELO_OK, size, true);
 	for (i = 0; i < sizeof(kw) / sizeof(kw[0]); i++)
 		out_reply(s, SMTP_REPLY_HELO_OK, kw[i],
-			  s->lim.offer_starttls || i + 1 < sizeof(kw) / sizeof(kw[0]));
-	if (s->lim.offer_starttls)
+			  tls || i + 1 < sizeof(kw) / sizeof(kw[0]));
+	if (tls)
 		out_reply(s, SMTP_REPLY_HELO_OK, "STARTTLS", false);
 }
 
