@@ -971,12 +971,15 @@ static int set_relayhost(struct conf *c, const struct conf_key *k,
 				     sample(buf, sizeof(buf), v, len));
 		h = v + 1;
 		hl = (size_t)(close - h);
+		rest = close + 1;
+		is_mx = false;
 		if (hl >= 5 && strncasecmp(h, "ipv6:", 5) == 0) {
 			h += 5;
 			hl -= 5;
+			if (parse_ip(h, hl, &fam, addr) < 0 || fam != AF_INET6)
+				return pfail(p, "\"%s\": bad IPv6 address",
+					     sample(buf, sizeof(buf), v, len));
 		}
-		rest = close + 1;
-		is_mx = false;
 		if (parse_ip(h, hl, &fam, addr) == 0)
 			goto port;
 	} else {
