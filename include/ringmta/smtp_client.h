@@ -347,7 +347,8 @@ struct smtp_client {
 	bool has_fail_reply;          /* reply holds the reply that failed us */
 	bool is_quit_queued;
 	bool is_tls;                  /* tls_done() called */
-	bool is_ehlo_retry;           /* HELO sent after a refused EHLO */
+	uint8_t pend;                 /* a command to write before anything else (internal kind), 0 none */
+	uint8_t reply_kind;           /* the command kind the last complete reply answered */
 	bool is_pipelining;           /* caps.pipelining && lim.use_pipelining */
 	bool is_bdat;                 /* this transaction uses BDAT */
 	const char *fail_reason;
@@ -365,7 +366,10 @@ struct smtp_client {
 	bool is_data_sent;            /* DATA (or the first BDAT) written */
 	bool is_data_go;              /* 354 seen / body may flow */
 	bool is_body_done;            /* the end marker / LAST chunk written */
-	bool is_txn_over;             /* no more body; waiting for the outstanding replies */
+	bool is_txn_over;             /* no more commands or body; waiting for the outstanding replies */
+	bool is_dot_replied;          /* every end-of-data reply is in (the server's transaction is over) */
+	bool is_rset_sent;            /* the closing RSET is written */
+	bool is_lone_dot;             /* "." sent after a 354 with no accepted recipient */
 	bool is_body_bol;             /* DATA body: at the start of a line (stuffing) */
 	uint8_t body_tail;            /* DATA body: 0 other, 1 ended in CR, 2 ended in CRLF */
 	uint64_t body_bytes;
