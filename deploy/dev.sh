@@ -89,7 +89,7 @@ step() {   # step NAME COMMAND... : run one test step, count it
 
 pytest_run() {   # pytest_run BIN : the integration suite against one binary
 	local bin=$1
-	RINGMTA_BIN="$ROOT/$bin" python3 -m pytest -q -p no:cacheprovider test/integration
+	RINGMTA_BIN="$ROOT/$bin" /usr/bin/python3 -m pytest -q -p no:cacheprovider test/integration
 }
 
 fuzz_all() {

@@ -215,8 +215,11 @@ static int setup_bufs(struct reactor *r)
 	if (mem == MAP_FAILED)
 		return -errno;
 	r->br = mem;
+	/* Populated up front: the kernel cycles through every buffer of the
+	 * ring, so all of them are touched soon anyway; faulting them in now
+	 * keeps page faults off the receive path and RSS flat under load. */
 	r->bufs = mmap(NULL, (size_t)REACTOR_N_BUFS * REACTOR_BUF_BYTES, PROT_READ | PROT_WRITE,
-		       MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+		       MAP_ANONYMOUS | MAP_PRIVATE | MAP_POPULATE, -1, 0);
 	if (r->bufs == MAP_FAILED)
 		return -errno;
 	memset(&reg, 0, sizeof(reg));
