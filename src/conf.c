@@ -1889,7 +1889,7 @@ static void md_table(FILE *f, bool is_later)
 
 int conf_write_reference(FILE *f)
 {
-	fputs("# ringmta configuration\n\n"
+	fputs("## Configuration\n\n"
 	      "ringmta reads one file (`ringmta -c FILE`) of `key = value` "
 	      "lines. A line whose first non-blank character is `#` is a "
 	      "comment, and blank lines are ignored; a `#` after a value is "
@@ -1910,9 +1910,9 @@ int conf_write_reference(FILE *f)
 	      "(no unit means seconds); a size is a number of bytes with an "
 	      "optional `k`, `M`, `G` or `T` (powers of 1024). A list takes "
 	      "commas and/or blanks between items.\n\n"
-	      "## Keys\n\n", f);
+	      "### Keys\n\n", f);
 	md_table(f, false);
-	fputs("\n## Keys for later releases\n\n"
+	fputs("\n### Keys for later releases\n\n"
 	      "These keys are parsed and checked now, so a configuration "
 	      "written today keeps working, but the features that use them "
 	      "arrive in later releases.\n\n", f);
