@@ -85,10 +85,29 @@
 
 /* ---- small helpers ---------------------------------------------------- */
 
-static void put_le16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
-static void put_le32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
-static void put_le64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
-static void put_be64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (56 - 8 * i)); }
+static void put_le16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (56 - 8 * i));
+}
 
 static uint16_t get_le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 
@@ -173,12 +192,6 @@ static uint32_t crc_hw(uint32_t c, const uint8_t *p, size_t n)
 }
 #endif
 
-/*
- * spool_crc32c - crc32c continuing from crc (0 to start): chaining two
- * calls equals one call over the concatenation. Not static: the unit test
- * checks it against the RFC 3720 vector.
- */
-uint32_t spool_crc32c(uint32_t crc, const void *p, size_t n);
 uint32_t spool_crc32c(uint32_t crc, const void *p, size_t n)
 {
 	pthread_once(&crc_once, crc_init);
@@ -202,7 +215,7 @@ const char *spool_strerror(int code)
 	case SPOOL_EABANDONED: return "message abandoned after a failed sync";
 	case SPOOL_EVERSION: return "spool written by an incompatible version";
 	}
-	if (code <= MDB_KEYEXIST && code >= MDB_LAST_ERRCODE)
+	if (code >= MDB_KEYEXIST && code <= MDB_LAST_ERRCODE)
 		return mdb_strerror(code);
 	if (code < 0 && code > -4096)
 		return strerror(-code);
@@ -703,6 +716,9 @@ static int seg_create(struct spool_shard *sh, struct seg *out,
 
 	for (int tries = 0;; tries++) {
 		seq = sp->next_seq[sh->idx]++;
+		if (seq > UINT32_MAX)	/* extents keep 32 bits of seqno */
+			return rm_err_set(err, -EOVERFLOW, "spool: shard %u: segment "
+					  "numbers exhausted", sh->idx);
 		snprintf(name, sizeof(name), SEG_NAME_FMT, sh->idx, seq);
 		fd = openat(sp->seg_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
 		if (fd >= 0)
@@ -1377,6 +1393,7 @@ static int walk(struct spool *sp, bool by_due, int64_t until, entry_cb cb,
 		if (k.mv_size != (by_due ? 16u : 8u)) {
 			rc = rm_err_set(err, SPOOL_ECORRUPT, "spool: index key of %zu bytes",
 					k.mv_size);
+			is_stopped = true;
 			break;
 		}
 		if (by_due) {
@@ -1384,11 +1401,12 @@ static int walk(struct spool *sp, bool by_due, int64_t until, entry_cb cb,
 				break;
 			mk.mv_size = 8;
 			mk.mv_data = (uint8_t *)k.mv_data + 8;
-			if ((rc = mdb_get(txn, sp->db_msg, &mk, &v)) != 0) {
-				rc = rc == MDB_NOTFOUND ? 0 : lmdb_err(err, rc, "mdb_get");
-				if (rc < 0)
-					break;
+			if ((rc = mdb_get(txn, sp->db_msg, &mk, &v)) == MDB_NOTFOUND)
 				continue;	/* a stale due entry: harmless */
+			if (rc != 0) {
+				rc = lmdb_err(err, rc, "mdb_get");
+				is_stopped = true;
+				break;
 			}
 		}
 		if ((rc = emit(get_be64((uint8_t *)k.mv_data + (by_due ? 8 : 0)), &v,
@@ -1397,9 +1415,9 @@ static int walk(struct spool *sp, bool by_due, int64_t until, entry_cb cb,
 			break;
 		}
 	}
-	if (rc == MDB_NOTFOUND)
+	if (!is_stopped && rc == MDB_NOTFOUND)
 		rc = 0;
-	else if (!is_stopped && (rc > 0 || (rc <= MDB_KEYEXIST && rc >= MDB_LAST_ERRCODE)))
+	else if (!is_stopped && (rc > 0 || (rc >= MDB_KEYEXIST && rc <= MDB_LAST_ERRCODE)))
 		rc = lmdb_err(err, rc, "mdb_cursor_get");
 	mdb_cursor_close(cur);
 	mdb_txn_abort(txn);
@@ -1810,9 +1828,11 @@ static int rebuild_segment(struct rebuild *rb, unsigned shard, uint64_t seq)
 		rc = scan_map(rb, map, size, seq, seg_seed(get_le64(map + 24)), &tail);
 	munmap(map, size);
 	if (rc == 0 && tail < size) {
+		/* hygiene only: nothing is ever appended to an old segment,
+		 * so a segment we may not write (another owner) stays as is */
 		st->n_truncated_bytes += size - tail;
-		if (ftruncate(fd, (off_t)tail) < 0 || fdatasync(fd) < 0)
-			rc = sys_err(rb->err, "truncate segment", name);
+		if (ftruncate(fd, (off_t)tail) == 0)
+			(void)fdatasync(fd);
 	}
 	close(fd);
 	return rc;

@@ -34,14 +34,20 @@
  * into the page cache and never blocks the reactor on the disk. The index
  * is durable only at spool_close(), which runs mdb_env_sync(env, 1) and
  * then creates the marker file <dir>/index.clean (fsynced, with the
- * directory). spool_open() removes the marker (and fsyncs the directory)
- * before it writes anything. A missing marker means the last run did not
+ * directory) naming the last LMDB txn id. spool_open() removes the marker
+ * (and fsyncs the directory) before it writes anything, and trusts the
+ * index only if its last txn id is the one the marker names (a deleted or
+ * replaced data.mdb is not trusted). A missing marker means the last run did not
  * end cleanly (crash, kill -9, power loss): the index is not trusted,
  * deleted, and rebuilt from the segments - records checked against their
  * crc32c, a torn or corrupt record skipped up to the next valid record (or
  * the segment truncated there when none follows), chunks without a COMMIT
  * dropped, DONE applied - then synced. The same rebuild runs when
- * mdb_env_open() fails on a marked index. So a 250'd message is never lost
+ * mdb_env_open() fails on a marked index, or the index has another format
+ * version. A flock on <dir>/spool.lock keeps a second daemon out. XXX a
+ * marked index whose pages were damaged behind LMDB's back is trusted
+ * (LMDB has no page checksums); delete the marker to force a rebuild.
+ * So a 250'd message is never lost
  * (its segment was synced first), never doubled (ids are unique, replay is
  * idempotent), and a torn LMDB file is never trusted. Delivery stays at
  * least once: a message that was committed to a segment but answered 452
@@ -268,9 +274,11 @@ struct spool_msg;
  * details of a failure. Recovery (see DESIGN) happens here and may take a
  * while: it reads every segment. It logs nothing; see spool_stats().
  * Returns 0, -EINVAL (bad options), -ENOENT (read_only and no index),
- * -ENOMEM, -errno from the file system (mkdir, open, chown, fsync, ...),
- * SPOOL_EMAPFULL (rebuild did not fit in map_bytes), SPOOL_EVERSION,
- * SPOOL_EINDEX.
+ * -EBUSY (another process has the spool open for writing), -ENOMEM,
+ * -errno from the file system (mkdir, open, chown, fsync, readdir, mmap),
+ * SPOOL_EMAPFULL (the rebuild did not fit in map_bytes), SPOOL_EVERSION
+ * (read_only and the index has another format version; a writer
+ * rebuilds it instead), SPOOL_EINDEX.
  */
 int spool_open(struct spool **out, const struct spool_opts *o,
 	       struct rm_err *err);
@@ -295,6 +303,13 @@ void spool_stats(const struct spool *sp, struct spool_stats *out);
 const char *spool_strerror(int code);
 
 /*
+ * spool_crc32c - crc32c (Castagnoli, RFC 3720 B.4) of n bytes, continuing
+ * from crc (0 to start); chaining calls equals one call over the
+ * concatenation. Uses SSE4.2 when the CPU has it.
+ */
+uint32_t spool_crc32c(uint32_t crc, const void *p, size_t n);
+
+/*
  * spool_shard_open - start shard number shard (< n_shards) for the calling
  * thread: it creates a new segment lazily, at the first write. A shard may
  * be open only once at a time. *out is released with spool_shard_close().
@@ -305,7 +320,7 @@ int spool_shard_open(struct spool *sp, unsigned shard,
 		     struct spool_shard **out, struct rm_err *err);
 
 /*
- * spool_shard_close - stop a shard. The host should first finish a batch
+ * spool_shard_close - stop a shard. The host must first finish a batch
  * in flight (spool_shard_sync_end()). Messages still open are aborted;
  * messages pending or in flight are dropped without a callback (they never
  * got their 250) and marked DONE in the segment. Records the shard's last

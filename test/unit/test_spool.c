@@ -25,9 +25,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "t.h"
+#include <lmdb.h>
 
-uint32_t spool_crc32c(uint32_t crc, const void *p, size_t n);
+#include "t.h"
 
 #define MAX_MSGS 512
 
@@ -321,6 +321,32 @@ static void test_crc32c(void)
 	T_EQ_INT(spool_crc32c(0, "123456789", 9), 0xe3069283u);
 	T_EQ_INT(spool_crc32c(spool_crc32c(0, "1234", 4), "56789", 5), 0xe3069283u);
 	T_EQ_INT(spool_crc32c(0, "", 0), 0);
+}
+
+/* struct strerror_case - spool_strerror covers all three ranges. */
+static const struct strerror_case {
+	int code;
+	const char *has;
+} strerror_cases[] = {
+	{ 0, "success" },
+	{ SPOOL_ECORRUPT, "corrupt" },
+	{ SPOOL_EMAPFULL, "map_bytes" },
+	{ SPOOL_EABANDONED, "abandoned" },
+	{ -ENOSPC, "No space" },
+	{ MDB_MAP_FULL, "MDB_MAP_FULL" },
+	{ MDB_KEYEXIST, "MDB_KEYEXIST" },
+	{ -99999, "unknown" },
+};
+
+static void test_strerror(void)
+{
+	for (size_t i = 0; i < sizeof(strerror_cases) / sizeof(strerror_cases[0]); i++) {
+		const struct strerror_case *c = &strerror_cases[i];
+		T_CASE("strerror");
+		T_CHECK(strstr(spool_strerror(c->code), c->has) != NULL,
+			"spool_strerror(%d): got \"%s\", want \"%s\" in it", c->code,
+			spool_strerror(c->code), c->has);
+	}
 }
 
 /* struct rt_case - one round-trip message: size and write piece size. */
@@ -1139,6 +1165,7 @@ int main(void)
 		return 2;
 	}
 	test_crc32c();
+	test_strerror();
 	test_roundtrip();
 	test_interleaved();
 	test_abort();
