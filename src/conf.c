@@ -1424,6 +1424,10 @@ static const size_t conf_n_keys = sizeof(conf_keys) / sizeof(conf_keys[0]);
 
 _Static_assert(sizeof(conf_keys) / sizeof(conf_keys[0]) <= MAX_KEYS,
 	       "raise MAX_KEYS");
+/* K_ENUM fields are written through an unsigned pointer. */
+_Static_assert(sizeof(enum conf_log) == sizeof(unsigned) &&
+	       sizeof(enum conf_durability) == sizeof(unsigned),
+	       "K_ENUM needs unsigned-sized enums");
 
 /* ---- parsing ----------------------------------------------------------- */
 

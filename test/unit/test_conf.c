@@ -554,6 +554,29 @@ static void test_limits(void)
 	T_EQ_STR(err.msg, "t.conf:1: relay_domains: more than 1024 entries");
 	conf_fini(&c);
 
+	{
+		static const char *const paths[] = { "spool_dir", "transport_map",
+			"relay_recipients", "resolv_conf", "tls_cert_file",
+			"tls_key_file" };
+		char want[128];
+
+		for (i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+			T_CASE(paths[i]);
+			n = (size_t)sprintf(big, "%s = /", paths[i]);
+			memset(big + n, 'a', PATH_MAX - 1);
+			n += PATH_MAX - 1;
+			rc = parse_len(&c, big, n, &err);
+			T_EQ_INT(rc, -EINVAL);
+			snprintf(want, sizeof(want), "t.conf:1: %s: path longer "
+				 "than %d bytes", paths[i], PATH_MAX - 1);
+			T_EQ_STR(err.msg, want);
+			conf_fini(&c);
+			rc = parse_len(&c, big, n - 1, &err);
+			T_EQ_INT(rc, 0);
+			conf_fini(&c);
+		}
+	}
+
 	T_CASE("retry_schedule 33 steps");
 	n = (size_t)sprintf(big, "retry_schedule =");
 	for (i = 0; i < 33; i++)
