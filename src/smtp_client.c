@@ -898,6 +898,8 @@ static bool pump_envelope(struct smtp_client *c)
 			return true;
 		}
 	}
+	if (c->pipe_len >= SMTP_CLIENT_PIPE_MAX)
+		return true;
 	m.n = 0;
 	fmt_simple(c, &m, K_DATA);
 	if (!write_cmd(c, &m, K_DATA))
@@ -912,9 +914,9 @@ static bool pump_envelope(struct smtp_client *c)
  */
 static bool pump(struct smtp_client *c)
 {
-	if (!c->is_txn_over)
-		return pump_envelope(c);
-	if (c->pipe_len)
+	if (!c->is_txn_over && !pump_envelope(c))
+		return false;
+	if (!c->is_txn_over || c->pipe_len)
 		return true;
 	if (c->is_mail_ok && !c->is_dot_replied) {
 		/* the server may hold transaction state: clear it */
