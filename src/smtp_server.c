@@ -209,7 +209,11 @@ static int reject(struct smtp_server *s, enum smtp_server_reject why, enum smtp_
 {
 	must_reply(s, id, NULL);
 	queue(s, SMTP_SERVER_EV_REJECT, 0, why, id);
-	count_error(s);
+	/* RFC 5321 4.5.3.1.10: a client may pipeline past the recipient
+	 * limit and must then send the rest in a new transaction; that is
+	 * not an error to punish. */
+	if (why != SMTP_SERVER_REJECT_TOO_MANY_RCPT)
+		count_error(s);
 	return STEP_AGAIN;
 }
 
@@ -875,7 +879,7 @@ static void answer_data_begin(struct smtp_server *s, bool ok, enum smtp_reply_id
 void smtp_server_answer(struct smtp_server *s, enum smtp_reply_id id, const char *arg)
 {
 	enum smtp_server_ev_kind what = s->pending;
-	bool ok = smtp_proto_reply(id)->code < 400;
+	bool ok = smtp_proto_reply(id)->code < 400, is_perm = smtp_proto_reply(id)->code >= 500;
 	char a[SMTP_SERVER_ARG_MAX + 1];
 
 	if (s->state == SMTP_SERVER_S_CLOSED || s->close_after_flush)
@@ -895,14 +899,16 @@ void smtp_server_answer(struct smtp_server *s, enum smtp_reply_id id, const char
 			s->n_rcpt = 0;
 		} else {
 			txn_reset(s);
-			count_error(s);
+			if (is_perm)
+				count_error(s);
 		}
 		break;
 	case SMTP_SERVER_EV_RCPT:
+		/* permanent refusals count (dictionary attacks); 4xx do not */
 		must_reply(s, id, arg);
 		if (ok)
 			s->n_rcpt++;
-		else
+		else if (is_perm)
 			count_error(s);
 		break;
 	case SMTP_SERVER_EV_DATA_BEGIN:

@@ -100,7 +100,7 @@ struct smtp_server_limits {
 	size_t max_line_bytes;       /* line_length_limit: command lines and data lines, including CRLF; default 2048 (command lines also capped at SMTP_SERVER_IN_BYTES) */
 	uint64_t max_message_bytes;  /* message_size_limit: decoded octets incl. CRLFs (RFC 1870); default 10240000; announced in EHLO SIZE */
 	unsigned max_rcpt;           /* recipient_limit: accepted recipients per transaction; default 1000; beyond: 452 4.5.3 */
-	unsigned max_errors;         /* error budget: after this many 4xx/5xx replies to commands, 421 4.7.0 and CLOSE; default 10 */
+	unsigned max_errors;         /* error budget, default 10: the reply to the max_errors-th error is followed by 421 4.7.0 and CLOSE. Errors: every command the server refuses itself (except 452 too many recipients), 5xx answers to MAIL/RCPT, rejected messages */
 	bool offer_starttls;         /* seam for TLS: advertise STARTTLS and emit SMTP_SERVER_EV_STARTTLS (default false) */
 	bool offer_auth;             /* seam for AUTH, not implemented: must stay false */
 	bool lenient_bare_lf;        /* a bare LF ends a command line / data line (normalised to CRLF); the data still ends only at CRLF.CRLF (default false) */

@@ -556,6 +556,11 @@ static const struct scen scens[] = {
 	{ "error budget mid-BDAT", EHLO_MAIL_RCPT "BDAT 1\r\nxFOO\r\n", 0, 0, END_NONE,
 	  LOG_EMR "DATA_BEGIN bdat=1\nBODY x\nREJECT unknown_cmd reply=UNKNOWN_CMD\nDATA_ABORT errors\n"
 	  "REJECT too_many_errors reply=TOO_MANY_ERRORS\nCLOSE\n", "220 250 250 250 250 500 421", 0, 0, 0, 1 },
+	{ "RFC5321-4.5.3.1.10 recipient limit spends no error budget", "EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<1@b>\r\n"
+	  "RCPT TO:<2@b>\r\nRCPT TO:<3@b>\r\nRCPT TO:<4@b>\r\nNOOP\r\n", 0, 0, END_NONE,
+	  "HELO c ehlo=1\nMAIL <a@b>\nRCPT <1@b>\nREJECT too_many_rcpt reply=TOO_MANY_RCPT\n"
+	  "REJECT too_many_rcpt reply=TOO_MANY_RCPT\nREJECT too_many_rcpt reply=TOO_MANY_RCPT\n",
+	  "220 250 250 250 452 452 452 250", 0, 0, 1, 2 },
 	{ "pipelined group", "EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<1@d>\r\nRCPT TO:<x@deny>\r\nRCPT TO:<2@d>\r\nDATA\r\n"
 	  "x\r\n.\r\nRSET\r\nQUIT\r\n", 0, 0, END_NONE,
 	  "HELO c ehlo=1\nMAIL <a@b>\nRCPT <1@d>\nRCPT <x@deny>\nRCPT <2@d>\nDATA_BEGIN bdat=0\nBODY x\\r\\n\nDATA_END bytes=3\nCLOSE\n",
