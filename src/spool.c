@@ -262,12 +262,16 @@ struct seg {
 };
 
 enum msg_state { MSG_FREE, MSG_OPEN, MSG_PENDING, MSG_INFLIGHT };
+/* what a batch item does to the index: a spool_msg carries all three */
+enum msg_kind { KIND_COMMIT, KIND_UPDATE, KIND_DONE };
 enum sync_kind { SYNC_NONE, SYNC_RETIRED, SYNC_BATCH };
 
 struct spool_msg {
 	struct spool_shard *sh;
 	struct spool_msg *next, *prev;
 	enum msg_state state;
+	enum msg_kind kind;
+	int status;			/* per item, from the batch txn */
 	uint64_t id;
 	char id_str[SPOOL_ID_BYTES + 1];
 	bool is_on_disk;
@@ -278,7 +282,7 @@ struct spool_msg {
 	uint64_t size;
 	uint32_t crc;
 	struct rm_buf extents;
-	struct rm_buf value;		/* index value, built at msg_end */
+	struct rm_buf value;		/* index value, or UPDATE payload */
 	int64_t due;
 	void *owner;
 };
@@ -859,6 +863,8 @@ static struct spool_msg *msg_get(struct spool_shard *sh)
 		rm_buf_init(&m->value, (size_t)MAX_RECORD_BYTES * 2);
 	}
 	m->sh = sh;
+	m->kind = KIND_COMMIT;
+	m->status = 0;
 	m->next = m->prev = NULL;
 	m->is_on_disk = false;
 	m->gen = 0;
@@ -1083,6 +1089,110 @@ void spool_msg_abort(struct spool_msg *m)
 	msg_put(m);
 }
 
+/* ---- delivery state ------------------------------------------------------------ */
+
+/* item_check - id names a message of this shard that is in the index. */
+static int item_check(struct spool_shard *sh, const char *ids, uint64_t *id,
+		      uint32_t *n_rcpts, struct rm_err *err)
+{
+	struct value_view vv;
+	uint8_t k[8];
+	MDB_val key = { 8, k }, v;
+	MDB_txn *txn;
+	int rc;
+
+	if (ids == NULL || id_parse(ids, id) < 0)
+		return rm_err_set(err, -EINVAL, "spool: malformed queue id");
+	if (id_shard(*id) != sh->idx)
+		return rm_err_set(err, -EXDEV, "spool: %s belongs to shard %u, not %u",
+				  ids, id_shard(*id), sh->idx);
+	put_be64(k, *id);
+	if ((rc = mdb_txn_begin(sh->sp->env, NULL, MDB_RDONLY, &txn)) != 0)
+		return lmdb_err(err, rc, "mdb_txn_begin");
+	if ((rc = mdb_get(txn, sh->sp->db_msg, &key, &v)) == 0)
+		rc = value_parse(v.mv_data, v.mv_size, &vv);
+	if (rc == 0)
+		*n_rcpts = vv.cv.n_rcpts;
+	mdb_txn_abort(txn);
+	if (rc == MDB_NOTFOUND)
+		return rm_err_set(err, -ENOENT, "spool: %s: no such message", ids);
+	if (rc < 0 && rc > -4096)
+		return rm_err_set(err, rc, "spool: %s: %s", ids, spool_strerror(rc));
+	return rc != 0 ? lmdb_err(err, rc, "mdb_get") : 0;
+}
+
+/* item_add - write an UPDATE or DONE record and queue it on the batch. */
+static int item_add(struct spool_shard *sh, enum msg_kind kind, uint64_t id,
+		    const struct rm_buf *payload, void *owner, struct rm_err *err)
+{
+	struct spool_msg *m = msg_get(sh);
+	unsigned type = kind == KIND_UPDATE ? SPOOL_REC_RCPT_STATE : SPOOL_REC_DONE;
+	int rc;
+
+	if (m == NULL)
+		return rm_err_set(err, -ENOMEM, "spool: queue update: %s", strerror(ENOMEM));
+	m->kind = kind;
+	m->id = id;
+	id_format(id, m->id_str);
+	if (payload != NULL && rm_buf_append(&m->value, payload->data, payload->len) < 0) {
+		msg_put(m);
+		return rm_err_set(err, -ENOMEM, "spool: queue update: %s", strerror(ENOMEM));
+	}
+	if ((rc = seg_append(sh, type, 0, id, m->value.data, m->value.len, NULL, err)) < 0) {
+		msg_put(m);
+		return rc;
+	}
+	m->owner = owner;
+	m->state = MSG_PENDING;
+	list_add(&sh->pending, m);
+	return 0;
+}
+
+int spool_shard_update(struct spool_shard *sh, const char *id,
+		       const struct spool_rcpt_update *u, size_t n_u, void *owner,
+		       struct rm_err *err)
+{
+	struct rm_buf *b = &sh->scratch;
+	uint8_t e[RSTATE_BYTES];
+	uint32_t n_rcpts;
+	uint64_t v;
+	int rc;
+
+	if ((rc = item_check(sh, id, &v, &n_rcpts, err)) < 0)
+		return rc;
+	if (n_u == 0 || n_u > SPOOL_MAX_RCPTS)
+		return rm_err_set(err, -EINVAL, "spool: %s: %zu updates", id, n_u);
+	b->len = 0;
+	put_le32(e, (uint32_t)n_u);
+	if (rm_buf_append(b, e, 4) < 0)
+		return rm_err_set(err, -ENOMEM, "spool: %s: %s", id, strerror(ENOMEM));
+	for (size_t i = 0; i < n_u; i++) {
+		if (u[i].rcpt >= n_rcpts || u[i].state > SPOOL_RCPT_FAILED ||
+		    u[i].attempts > 0xffff)
+			return rm_err_set(err, -EINVAL, "spool: %s: bad update %zu", id, i);
+		memset(e, 0, sizeof(e));
+		put_le32(e, u[i].rcpt);
+		e[4] = (uint8_t)u[i].state;
+		put_le16(e + 6, (uint16_t)u[i].attempts);
+		put_le64(e + 8, (uint64_t)u[i].next_attempt_unix);
+		if (rm_buf_append(b, e, sizeof(e)) < 0)
+			return rm_err_set(err, -ENOMEM, "spool: %s: %s", id, strerror(ENOMEM));
+	}
+	return item_add(sh, KIND_UPDATE, v, b, owner, err);
+}
+
+int spool_shard_done(struct spool_shard *sh, const char *id, void *owner,
+		     struct rm_err *err)
+{
+	uint32_t n_rcpts;
+	uint64_t v;
+	int rc;
+
+	if ((rc = item_check(sh, id, &v, &n_rcpts, err)) < 0)
+		return rc;
+	return item_add(sh, KIND_DONE, v, NULL, owner, err);
+}
+
 /* ---- index writes ------------------------------------------------------------- */
 
 /* hw_key - "hw/NNN", 6 bytes (shard < SPOOL_MAX_SHARDS). */
@@ -1135,6 +1245,112 @@ static int index_put_msg(struct spool *sp, MDB_txn *txn, uint64_t id,
 	return mdb_put(txn, sp->db_due, &dkey, &none, 0);
 }
 
+/* index_due_move - replace a message's due entry (INT64_MAX: none). */
+static int index_due_move(struct spool *sp, MDB_txn *txn, uint64_t id,
+			  int64_t old_due, int64_t new_due)
+{
+	uint8_t dk[16];
+	MDB_val dkey = { 16, dk }, none = { 0, NULL };
+	int rc;
+
+	if (old_due == new_due)
+		return 0;
+	if (old_due != INT64_MAX) {
+		due_key(dk, old_due, id);
+		rc = mdb_del(txn, sp->db_due, &dkey, NULL);
+		if (rc != 0 && rc != MDB_NOTFOUND)
+			return rc;
+	}
+	if (new_due == INT64_MAX)
+		return 0;
+	due_key(dk, new_due, id);
+	return mdb_put(txn, sp->db_due, &dkey, &none, 0);
+}
+
+/* index_del_msg - remove a message; MDB_NOTFOUND when it is not there. */
+static int index_del_msg(struct spool *sp, MDB_txn *txn, uint64_t id)
+{
+	struct value_view vv;
+	uint8_t k[8];
+	MDB_val key = { 8, k }, v;
+	int rc;
+
+	put_be64(k, id);
+	if ((rc = mdb_get(txn, sp->db_msg, &key, &v)) != 0)
+		return rc;
+	/* an entry that does not parse leaves a stale due key: walk skips it */
+	if (value_parse(v.mv_data, v.mv_size, &vv) == 0 &&
+	    (rc = index_due_move(sp, txn, id, value_due(&vv), INT64_MAX)) != 0)
+		return rc;
+	return mdb_del(txn, sp->db_msg, &key, NULL);
+}
+
+/*
+ * index_update - apply an RCPT_STATE payload {u32 n, n x {u32 rcpt, u8
+ * state, u8 0, u16 attempts, i64 next attempt}} to message id, through
+ * the scratch copy tmp. Entries naming no recipient are ignored. Returns
+ * 0, MDB_NOTFOUND, SPOOL_ECORRUPT (payload or entry), an LMDB error.
+ */
+static int index_update(struct spool *sp, MDB_txn *txn, uint64_t id,
+			const uint8_t *p, size_t len, struct rm_buf *tmp)
+{
+	struct value_view vv;
+	uint8_t k[8];
+	MDB_val key = { 8, k }, v;
+	int64_t old_due;
+	uint32_t n;
+	int rc;
+
+	if (len < 4 || (n = get_le32(p), len != 4 + (size_t)n * RSTATE_BYTES))
+		return SPOOL_ECORRUPT;
+	put_be64(k, id);
+	if ((rc = mdb_get(txn, sp->db_msg, &key, &v)) != 0)
+		return rc;
+	tmp->len = 0;
+	if (rm_buf_append(tmp, v.mv_data, v.mv_size) < 0 ||
+	    value_parse(tmp->data, tmp->len, &vv) != 0)
+		return SPOOL_ECORRUPT;
+	old_due = value_due(&vv);
+	for (uint32_t i = 0; i < n; i++) {
+		const uint8_t *e = p + 4 + (size_t)i * RSTATE_BYTES;
+		uint32_t r = get_le32(e);
+		if (r >= vv.cv.n_rcpts || e[4] > SPOOL_RCPT_FAILED)
+			continue;
+		uint8_t *w = tmp->data + (vv.rstates - tmp->data) + (size_t)r * RSTATE_BYTES;
+		w[0] = e[4];
+		memcpy(w + 2, e + 6, 2);
+		memcpy(w + 8, e + 8, 8);
+	}
+	v.mv_data = tmp->data;
+	v.mv_size = tmp->len;
+	if ((rc = mdb_put(txn, sp->db_msg, &key, &v, 0)) != 0)
+		return rc;
+	return index_due_move(sp, txn, id, old_due, value_due(&vv));
+}
+
+/* index_apply - one batch item; its own outcome goes to m->status. */
+static int index_apply(struct spool_shard *sh, MDB_txn *txn, struct spool_msg *m)
+{
+	struct spool *sp = sh->sp;
+	int rc;
+
+	switch (m->kind) {
+	case KIND_COMMIT:
+		return index_put_msg(sp, txn, m->id, m->due, m->value.data, m->value.len);
+	case KIND_UPDATE:
+		rc = index_update(sp, txn, m->id, m->value.data, m->value.len, &sh->scratch);
+		break;
+	default:
+		rc = index_del_msg(sp, txn, m->id);
+		break;
+	}
+	if (rc == MDB_NOTFOUND || rc == SPOOL_ECORRUPT) {
+		m->status = rc == MDB_NOTFOUND ? -ENOENT : rc;
+		rc = 0;
+	}
+	return rc;
+}
+
 /* index_put_batch - one txn for the whole batch (MDB_NOSYNC: no I/O wait). */
 static int index_put_batch(struct spool_shard *sh, struct spool_msg *head,
 			   struct rm_err *err)
@@ -1146,8 +1362,7 @@ static int index_put_batch(struct spool_shard *sh, struct spool_msg *head,
 	if ((rc = mdb_txn_begin(sp->env, NULL, 0, &txn)) != 0)
 		return lmdb_err(err, rc, "mdb_txn_begin");
 	for (struct spool_msg *m = head; m != NULL; m = m->next)
-		if ((rc = index_put_msg(sp, txn, m->id, m->due, m->value.data,
-					m->value.len)) != 0) {
+		if ((rc = index_apply(sh, txn, m)) != 0) {
 			mdb_txn_abort(txn);
 			return lmdb_err(err, rc, "mdb_put");
 		}
@@ -1180,11 +1395,15 @@ int spool_shard_sync_begin(struct spool_shard *sh)
 	return sh->cur.fd;
 }
 
-/* batch_mark_done - DONE records so a rebuild cannot revive these. */
+/*
+ * batch_mark_done - DONE records so a rebuild cannot revive messages that
+ * were refused. Only for COMMITs: a failed update must not delete.
+ */
 static void batch_mark_done(struct spool_shard *sh, struct spool_msg *head)
 {
 	for (struct spool_msg *m = head; m != NULL; m = m->next)
-		if (seg_append(sh, SPOOL_REC_DONE, DONE_ABORTED, m->id, NULL, 0,
+		if (m->kind == KIND_COMMIT &&
+		    seg_append(sh, SPOOL_REC_DONE, DONE_ABORTED, m->id, NULL, 0,
 			       NULL, NULL) < 0)
 			return;
 }
@@ -1198,7 +1417,7 @@ static void batch_callback(struct spool_msg *head, int status,
 		next = m->next;
 		m->next = NULL;
 		if (done != NULL)
-			done(m->owner, m->id_str, status);
+			done(m->owner, m->id_str, status != 0 ? status : m->status);
 		msg_put(m);
 	}
 }
@@ -1679,27 +1898,27 @@ static int apply_commit(struct rebuild *rb, const struct rec *r)
 static int apply_done(struct rebuild *rb, const struct rec *r)
 {
 	struct pend **pp = pend_slot(rb, r->id);
-	struct value_view vv;
-	uint8_t k[8], dk[16];
-	MDB_val key = { 8, k }, v, dkey = { 16, dk };
 	int rc;
 
 	if (*pp != NULL)
 		pend_drop(pp);
-	put_be64(k, r->id);
-	if ((rc = mdb_get(rb->txn, rb->sp->db_msg, &key, &v)) == MDB_NOTFOUND)
+	if ((rc = index_del_msg(rb->sp, rb->txn, r->id)) == MDB_NOTFOUND)
 		return 0;
-	if (rc == 0 && value_parse(v.mv_data, v.mv_size, &vv) == 0) {
-		due_key(dk, value_due(&vv), r->id);
-		rc = mdb_del(rb->txn, rb->sp->db_due, &dkey, NULL);
-		rc = rc == MDB_NOTFOUND ? 0 : rc;
-	}
-	if (rc == 0)
-		rc = mdb_del(rb->txn, rb->sp->db_msg, &key, NULL);
 	if (rc != 0)
 		return lmdb_err(rb->err, rc, "mdb_del");
 	rb->sp->stats.n_done++;
 	return 0;
+}
+
+static int apply_update(struct rebuild *rb, const struct rec *r)
+{
+	int rc = index_update(rb->sp, rb->txn, r->id, r->payload, r->len, &rb->value);
+
+	if (rc == SPOOL_ECORRUPT)
+		rb->sp->stats.n_bad_records++;
+	if (rc == MDB_NOTFOUND || rc == SPOOL_ECORRUPT)
+		return 0;
+	return rc != 0 ? lmdb_err(rb->err, rc, "mdb_put") : 0;
 }
 
 static int apply(struct rebuild *rb, const struct rec *r)
@@ -1717,8 +1936,7 @@ static int apply(struct rebuild *rb, const struct rec *r)
 	case SPOOL_REC_DONE:
 		return apply_done(rb, r);
 	default:
-		/* XXX RCPT_STATE: apply once the delivery engine writes it */
-		return 0;
+		return apply_update(rb, r);
 	}
 }
 

@@ -14,9 +14,11 @@
  * a sender put into a message body can never pass for a record, even when
  * recovery has to resynchronise after a damaged region. Record types:
  * CHUNK (up to SPOOL_CHUNK_BYTES of content, in order), COMMIT (envelope,
- * total size and crc32c of the content), RCPT_STATE, DONE (message removed
- * or abandoned). Sessions interleave in one segment, so every record names
- * its message. A message exists only once its COMMIT is on disk and the
+ * total size and crc32c of the content), RCPT_STATE (spool_shard_update()),
+ * DONE (spool_shard_done(), or a message aborted or refused after its
+ * chunks or COMMIT were written). Sessions interleave in one segment, so
+ * every record names its message; all records of a message go through the
+ * shard named in its id, so a rebuild replays them in order. A message exists only once its COMMIT is on disk and the
  * chunks before it add up to the committed size and checksum. A shard
  * rotates to a new segment at segment_bytes, and always starts a new one
  * when opened; old segments are immutable.
@@ -322,8 +324,9 @@ int spool_shard_open(struct spool *sp, unsigned shard,
 /*
  * spool_shard_close - stop a shard. The host must first finish a batch
  * in flight (spool_shard_sync_end()). Messages still open are aborted;
- * messages pending or in flight are dropped without a callback (they never
- * got their 250) and marked DONE in the segment. Records the shard's last
+ * messages pending are dropped without a callback (they never got their
+ * 250) and marked DONE in the segment; pending updates and removals are
+ * dropped without a callback too (a rebuild may still apply them). Records the shard's last
  * id in the index and syncs and closes its segments. NULL does nothing.
  */
 void spool_shard_close(struct spool_shard *sh);
@@ -400,6 +403,51 @@ void spool_shard_sync_end(struct spool_shard *sh, int res,
 			  void (*done)(void *owner, const char *queue_id,
 				       int status),
 			  struct rm_err *err);
+
+/*
+ * struct spool_rcpt_update - the new delivery state of one recipient.
+ * rcpt indexes the envelope's recipients (spool_entry.rcpts order); state
+ * is enum spool_rcpt_state; attempts at most 65535; next_attempt_unix is
+ * when to try a PENDING recipient again.
+ */
+struct spool_rcpt_update {
+	uint32_t rcpt;
+	unsigned state;
+	unsigned attempts;
+	int64_t next_attempt_unix;
+};
+
+/*
+ * spool_shard_update - record delivery outcomes for n_u recipients of
+ * message id (SPOOL_ID_BYTES hex digits): writes an RCPT_STATE record and
+ * joins the pending batch exactly like spool_msg_end(), so the host runs
+ * the same sync_begin/sync_end steps and done(owner, id, status) reports
+ * it: status 0 means the index shows the new states and the message's due
+ * time moved to the earliest next attempt of its PENDING recipients (no
+ * due entry when none is left); -ENOENT means the message was removed in
+ * between; otherwise as for spool_msg_end(). A failed update leaves the
+ * message as it was in the index (its record may still replay in a
+ * rebuild: updates are idempotent). u is read only during the call.
+ * A message's records must stay in order, so only the shard named in its
+ * id may update it. Returns 0, -EINVAL (malformed id, n_u 0 or above
+ * SPOOL_MAX_RCPTS, rcpt out of range, bad state or attempts), -EXDEV
+ * (another shard's message), -ENOENT (not in the index), -ENOMEM,
+ * SPOOL_EINDEX, and the write errors of spool_msg_write().
+ */
+int spool_shard_update(struct spool_shard *sh, const char *id,
+		       const struct spool_rcpt_update *u, size_t n_u, void *owner,
+		       struct rm_err *err);
+
+/*
+ * spool_shard_done - remove message id (every recipient delivered or
+ * bounced, or expired): writes a DONE record and joins the pending batch;
+ * done(owner, id, 0) from spool_shard_sync_end() means it is gone from the
+ * index (-ENOENT: it was already gone). Same rules and errors as
+ * spool_shard_update(). XXX the content stays in its segment until segment
+ * reclamation exists.
+ */
+int spool_shard_done(struct spool_shard *sh, const char *id, void *owner,
+		     struct rm_err *err);
 
 /*
  * spool_list - call cb for every queued message in id (arrival) order,

@@ -1155,6 +1155,153 @@ static void test_due_and_ids(void)
 	spool_close(sp);
 }
 
+/* struct state_seen - one message's recipient states as listed. */
+struct state_seen {
+	int n;
+	unsigned state[2], attempts[2];
+	int64_t next[2], due;
+};
+
+static int on_state(void *arg, const struct spool_entry *e)
+{
+	struct state_seen *s = arg;
+	if (s->n++ > 0)
+		return 0;	/* the first entry's states only */
+	for (size_t i = 0; i < e->n_rcpts && i < 2; i++) {
+		s->state[i] = e->rcpts[i].state;
+		s->attempts[i] = e->rcpts[i].attempts;
+		s->next[i] = e->rcpts[i].next_attempt_unix;
+	}
+	s->due = e->next_attempt_unix;
+	return 0;
+}
+
+static struct state_seen states(struct spool *sp, bool by_due, int64_t until)
+{
+	struct state_seen s;
+	struct rm_err err;
+	memset(&s, 0, sizeof(s));
+	if (by_due)
+		T_EQ_INT(spool_due(sp, until, on_state, &s, &err), 0);
+	else
+		T_EQ_INT(spool_list(sp, on_state, &s, &err), 0);
+	return s;
+}
+
+static void test_update_and_done(void)
+{
+	const char *dir = new_dir("update");
+	struct spool_opts o = opts(dir);
+	struct spool *sp = open_or_die(&o);
+	struct spool_shard *sh = shard_or_die(sp, 0);
+	struct rm_err err;
+	struct ack a, b, u;
+	int64_t t0;
+
+	T_EQ_INT(put(sh, 3000, 1, 3000, &a, true), 0);
+	T_EQ_INT(put(sh, 10, 2, 10, &b, true), 0);
+	t0 = 1700000000 + 1;	/* a's arrival */
+	T_CASE("update_one_delivered_one_deferred");
+	struct spool_rcpt_update up[2] = {
+		{ 0, SPOOL_RCPT_DELIVERED, 1, 0 },
+		{ 1, SPOOL_RCPT_PENDING, 1, t0 + 600 },
+	};
+	memset(&u, 0, sizeof(u));
+	T_EQ_INT(spool_shard_update(sh, a.id, up, 2, &u, &err), 0);
+	T_EQ_INT(u.calls, 0);		/* not before the sync */
+	T_EQ_INT(drive(sh), 1);
+	T_EQ_INT(u.calls, 1);
+	T_EQ_INT(u.status, 0);
+	T_EQ_STR(u.id, a.id);
+	struct state_seen st = states(sp, true, t0 + 100);
+	T_EQ_INT(st.n, 1);		/* only b is due by then */
+	st = states(sp, true, t0 + 600);
+	T_EQ_INT(st.n, 2);
+	T_CASE("update_states_listed");
+	st = states(sp, false, 0);	/* list order: a first */
+	T_EQ_INT(st.n, 2);
+	T_EQ_INT(st.state[0], SPOOL_RCPT_DELIVERED);
+	T_EQ_INT(st.attempts[0], 1);
+	T_EQ_INT(st.state[1], SPOOL_RCPT_PENDING);
+	T_EQ_INT(st.attempts[1], 1);
+	T_EQ_INT(st.next[1], t0 + 600);
+	T_EQ_INT(st.due, t0 + 600);
+	struct listing l = list(sp);
+	T_EQ_INT(l.n, 2);
+	T_EQ_INT(l.due[0], t0 + 600);
+	T_CASE("update_errors");
+	char other[SPOOL_ID_BYTES + 1];
+	snprintf(other, sizeof(other), "%s", a.id);
+	other[9] = '1';			/* shard 1 */
+	T_EQ_INT(spool_shard_update(sh, other, up, 1, NULL, &err), -EXDEV);
+	T_EQ_INT(spool_shard_update(sh, "00000000000000ff", up, 1, NULL, &err), -ENOENT);
+	T_EQ_INT(spool_shard_update(sh, "nonsense", up, 1, NULL, &err), -EINVAL);
+	struct spool_rcpt_update bad = { 2, SPOOL_RCPT_FAILED, 1, 0 };
+	T_EQ_INT(spool_shard_update(sh, a.id, &bad, 1, NULL, &err), -EINVAL);
+	bad.rcpt = 0;
+	bad.state = 7;
+	T_EQ_INT(spool_shard_update(sh, a.id, &bad, 1, NULL, &err), -EINVAL);
+	T_EQ_INT(spool_shard_update(sh, a.id, up, 0, NULL, &err), -EINVAL);
+	T_EQ_INT(spool_shard_sync_begin(sh), -1);
+	T_CASE("update_all_final_leaves_due_index");
+	struct spool_rcpt_update fin = { 1, SPOOL_RCPT_FAILED, 2, 0 };
+	T_EQ_INT(spool_shard_update(sh, a.id, &fin, 1, &u, &err), 0);
+	drive(sh);
+	T_EQ_INT(u.status, 0);
+	T_EQ_INT(states(sp, true, INT64_MAX - 1).n, 1);	/* b only */
+	T_EQ_INT(list(sp).n, 2);
+	T_CASE("update_failed_sync_keeps_message");
+	struct spool_rcpt_update again = { 0, SPOOL_RCPT_PENDING, 3, 5 };
+	T_EQ_INT(spool_shard_update(sh, b.id, &again, 1, &u, &err), 0);
+	T_CHECK(spool_shard_sync_begin(sh) >= 0, "sync_begin");
+	spool_shard_sync_end(sh, -EIO, on_done, &err);
+	T_EQ_INT(u.status, -EIO);
+	T_EQ_INT(list(sp).n, 2);
+	T_CASE("done_removes");
+	T_EQ_INT(spool_shard_done(sh, a.id, &u, &err), 0);
+	T_EQ_INT(list(sp).n, 2);	/* not before the sync */
+	drive(sh);
+	T_EQ_INT(u.status, 0);
+	l = list(sp);
+	T_EQ_INT(l.n, 1);
+	T_EQ_INT(count_id(&l, b.id), 1);
+	struct sink snk = { NULL, 0, 0, 0 };
+	T_EQ_INT(spool_read(sp, a.id, on_bytes, &snk, &err), -ENOENT);
+	T_CASE("done_twice_in_one_batch");
+	struct ack d1, d2;
+	T_EQ_INT(spool_shard_done(sh, b.id, &d1, &err), 0);
+	T_EQ_INT(spool_shard_done(sh, b.id, &d2, &err), 0);
+	drive(sh);
+	T_EQ_INT(d1.status, 0);
+	T_EQ_INT(d2.status, -ENOENT);
+	T_EQ_INT(list(sp).n, 0);
+	T_CASE("update_and_done_replay_in_rebuild");
+	struct ack c;
+	T_EQ_INT(put(sh, 10, 3, 10, &c, true), 0);
+	struct spool_rcpt_update cu = { 1, SPOOL_RCPT_PENDING, 4, 12345 };
+	T_EQ_INT(spool_shard_update(sh, c.id, &cu, 1, &u, &err), 0);
+	drive(sh);
+	spool_shard_close(sh);
+	spool_close(sp);
+	char marker[600];
+	snprintf(marker, sizeof(marker), "%s/index.clean", dir);
+	T_EQ_INT(unlink(marker), 0);
+	sp = open_or_die(&o);
+	struct spool_stats ss;
+	spool_stats(sp, &ss);
+	T_EQ_INT(ss.is_rebuilt, 1);
+	T_EQ_INT(ss.n_messages, 1);
+	T_EQ_INT(ss.n_done, 2);
+	st = states(sp, false, 0);
+	T_EQ_INT(st.n, 1);
+	T_EQ_INT(st.state[1], SPOOL_RCPT_PENDING);
+	T_EQ_INT(st.attempts[1], 4);
+	T_EQ_INT(st.next[1], 12345);
+	T_EQ_INT(st.due, 12345);
+	T_EQ_INT(st.attempts[0], 0);
+	spool_close(sp);
+}
+
 int main(void)
 {
 	const char *tmp = getenv("TMPDIR");
@@ -1178,6 +1325,7 @@ int main(void)
 	test_sync_failure();
 	test_write_error();
 	test_due_and_ids();
+	test_update_and_done();
 	if (t_failed == 0) {
 		char cmd[300];
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp_root);
