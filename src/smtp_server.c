@@ -531,11 +531,15 @@ static int dispatch(struct smtp_server *s, const uint8_t *line, size_t len, stru
 	unsigned flags = s->lim.lenient_space_after_colon ? SMTP_PROTO_LENIENT_SPACE_AFTER_COLON : 0;
 	int err;
 
-	rm_printable(s->sample, sizeof(s->sample), line, len, 64);
+	err = smtp_proto_cmd_parse(line, len, flags, &c);
+	/* the sample goes to the log: never an AUTH payload */
+	if (c.verb == SMTP_PROTO_VERB_AUTH)
+		snprintf(s->sample, sizeof(s->sample), "AUTH ***");
+	else
+		rm_printable(s->sample, sizeof(s->sample), line, len, 64);
 	/* RFC 5321 2.3.8: a bare CR or LF inside a line is not a line end */
 	if (memchr(line, '\r', len) || memchr(line, '\n', len))
 		return reject(s, SMTP_SERVER_REJECT_BARE_LINE_END, SMTP_REPLY_BARE_LINE_END);
-	err = smtp_proto_cmd_parse(line, len, flags, &c);
 	if (err == SMTP_PROTO_E_UNKNOWN_VERB)
 		return reject(s, SMTP_SERVER_REJECT_UNKNOWN_CMD, SMTP_REPLY_UNKNOWN_CMD);
 	if (err == SMTP_PROTO_E_BAD_CHAR)

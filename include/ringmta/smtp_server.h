@@ -189,7 +189,7 @@ struct smtp_server_ev {
 	enum smtp_server_reject reject;             /* REJECT */
 	enum smtp_reply_id reply;                   /* REJECT: the reply sent */
 	const char *reason;                         /* REJECT, DATA_ABORT: constant name, e.g. "line_too_long" */
-	const char *sample;                         /* REJECT: the offending line, printable, <= 64 chars */
+	const char *sample;                         /* REJECT: the offending line, printable (\xHH escapes), from <= 64 input octets; an AUTH line is masked to "AUTH ***" */
 };
 
 /* enum smtp_server_state - where the session is (for logs: smtp_server_action()). */
@@ -329,7 +329,8 @@ void smtp_server_timeout(struct smtp_server *s);
  * boundary (immediately if idle; after the DATA_END answer if the host is
  * committing; after the end of the DATA the client is sending) the server
  * sends 421 4.3.2 and returns CLOSE. Between BDAT chunks an open message
- * yields DATA_ABORT (ABORT_SHUTDOWN).
+ * yields DATA_ABORT (ABORT_SHUTDOWN). Call smtp_server_next() afterwards:
+ * an idle session answers CLOSE at once.
  */
 void smtp_server_shutdown(struct smtp_server *s);
 

@@ -883,6 +883,15 @@ static void test_received(void)
 	char out[1024];
 	int n;
 
+	T_CASE("AUTH payload never in the log sample");
+	smtp_server_limits_default(&lim);
+	start(&lim);
+	feed_str("AUTH PLAIN AHVzZXIAc2VjcmV0\r\n");
+	T_EQ_INT(next_kind(&ev), SMTP_SERVER_EV_REJECT);
+	T_EQ_STR(ev.sample, "AUTH ***");
+	T_EQ_STR(smtp_proto_reply(ev.reply)->name, "NOT_IMPLEMENTED");
+	smtp_server_fini(&srv);
+
 	T_CASE("Received: header, hostile HELO");
 	smtp_server_limits_default(&lim);
 	lim.hostname = "mx.example";
