@@ -635,6 +635,76 @@ static void test_scenarios(void)
 	}
 }
 
+/*
+ * test_matrix - every command in every session state: the reply code of
+ * the command, with the usual whole / byte-by-byte / every-split runs.
+ */
+static void test_matrix(void)
+{
+	static const char *const state_names[] = {
+		"fresh", "greeted", "in MAIL", "with RCPT", "BDAT message open", "BDAT message failed",
+	};
+	static const char *const prefix[] = {
+		"",
+		"EHLO c\r\n",
+		"EHLO c\r\nMAIL FROM:<a@b>\r\n",
+		"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<r@d>\r\n",
+		"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<r@d>\r\nBDAT 1\r\nx",
+		"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<r@d>\r\nBDAT 2\r\na\n",
+	};
+	static const struct {
+		const char *cmd;
+		const char *code[6];
+	} m[] = {
+		{ "EHLO e\r\n",          { "250", "250", "250", "250", "250", "250" } },
+		{ "HELO e\r\n",          { "250", "250", "250", "250", "250", "250" } },
+		{ "MAIL FROM:<m@b>\r\n", { "503", "250", "503", "503", "503", "503" } },
+		{ "RCPT TO:<s@d>\r\n",   { "503", "503", "250", "250", "503", "503" } },
+		{ "DATA\r\n",            { "503", "503", "554", "354", "503", "503" } },
+		{ "BDAT 0 LAST\r\n",     { "503", "503", "554", "250", "250", "550" } },
+		{ "RSET\r\n",            { "250", "250", "250", "250", "250", "250" } },
+		{ "NOOP\r\n",            { "250", "250", "250", "250", "250", "250" } },
+		{ "QUIT\r\n",            { "221", "221", "221", "221", "221", "221" } },
+		{ "VRFY x\r\n",          { "252", "252", "252", "252", "252", "252" } },
+		{ "EXPN x\r\n",          { "502", "502", "502", "502", "502", "502" } },
+		{ "HELP\r\n",            { "214", "214", "214", "214", "214", "214" } },
+		{ "STARTTLS\r\n",        { "502", "502", "502", "502", "502", "502" } },
+		{ "AUTH PLAIN\r\n",      { "502", "502", "502", "502", "502", "502" } },
+		{ "FOO\r\n",             { "500", "500", "500", "500", "500", "500" } },
+	};
+	static struct result whole, r;
+	static char in[512], name[128];
+	char got[512], how[32];
+	size_t i, st, k, len;
+
+	for (i = 0; i < sizeof(m) / sizeof(m[0]); i++) {
+		for (st = 0; st < 6; st++) {
+			struct scen sc = { 0 };
+			const char *last;
+
+			snprintf(in, sizeof(in), "%s%s", prefix[st], m[i].cmd);
+			snprintf(name, sizeof(name), "%.*s in state %s", (int)strcspn(m[i].cmd, "\r"),
+				 m[i].cmd, state_names[st]);
+			T_CASE(name);
+			sc.name = name;
+			sc.in = in;
+			len = strlen(in);
+			run(&sc, NULL, 0, &whole);
+			codes(&whole, got, sizeof(got));
+			last = strrchr(got, ' ');
+			last = last ? last + 1 : got;
+			T_CHECK(strcmp(last, m[i].code[st]) == 0, "reply: got %s, want %s (all: %s)",
+				last, m[i].code[st], got);
+			T_CHECK(!whole.bad && wellformed(&whole), "invariant broken:\n%s", whole.log);
+			for (k = 1; k < len; k++) {
+				snprintf(how, sizeof(how), "split at %zu", k);
+				run(&sc, &k, 1, &r);
+				check_run(&sc, &r, &whole, how);
+			}
+		}
+	}
+}
+
 /* --- dedicated tests --------------------------------------------------------- */
 
 static struct smtp_server srv;
@@ -916,6 +986,7 @@ static void test_received(void)
 int main(void)
 {
 	test_scenarios();
+	test_matrix();
 	test_greeting_and_ehlo();
 	test_pipelining_batch();
 	test_deferred_commit();
