@@ -26,9 +26,11 @@
  *     smtp_server_fini(s);
  *
  * Backpressure: _feed copies into a fixed input buffer
- * (SMTP_SERVER_IN_BYTES) and takes only what fits; while an answer is
- * pending or the output is full it takes nothing. The host must then stop
- * reading and keep the untaken bytes.
+ * (SMTP_SERVER_IN_BYTES) and takes only what fits. Nothing is consumed
+ * from it while an answer is pending or the output is full (FLUSH), so it
+ * fills and _feed takes less and less, down to nothing. The host must then
+ * stop reading and keep the untaken bytes. Whenever _next returns
+ * NEED_MORE, there is room for more input.
  *
  * Output: replies accumulate in a fixed buffer (SMTP_SERVER_OUT_BYTES) and
  * go out in batches (RFC 2920 PIPELINING): the host should send whatever
@@ -274,9 +276,11 @@ void smtp_server_start(struct smtp_server *s, enum smtp_reply_id greeting);
 /*
  * smtp_server_feed - give the server received bytes. buf[0..len) is copied;
  * the server never keeps a pointer to it. Returns the bytes taken (0..len):
- * fewer when the input buffer is full, an answer is pending, or the session
- * is CLOSED. The host keeps buf[taken..len) and feeds it again after _next
- * has made progress (this is the backpressure). Call _next after each feed.
+ * fewer when the input buffer is full (answer pending, output not sent,
+ * or simply a big packet), and 0 once CLOSE is due. The host keeps
+ * buf[taken..len) and feeds it again after _next has made progress (this
+ * is the backpressure). Call _next after each feed. Feeding invalidates
+ * the ev.data/ev.sample pointers of earlier events.
  */
 size_t smtp_server_feed(struct smtp_server *s, const uint8_t *buf, size_t len);
 
