@@ -783,56 +783,98 @@ static void seg_abandon(struct spool_shard *sh)
 	sh->cur.fd = -1;
 }
 
+/* struct rec_in - one record to append; ext (may be NULL) gets its extent. */
+struct rec_in {
+	unsigned type, flags;
+	uint64_t id;
+	const void *p;
+	size_t len;
+	uint8_t *ext;
+};
+
+/* MAX_RECS_PER_WRITE - the last CHUNK and the COMMIT go out together. */
+#define MAX_RECS_PER_WRITE 2
+
+/* rec_header - fill a record header, crc32c seeded with the segment's. */
+static void rec_header(uint8_t h[REC_HDR_BYTES], uint32_t seed, const struct rec_in *r)
+{
+	uint32_t crc;
+
+	put_le32(h, REC_MAGIC);
+	h[4] = (uint8_t)r->type;
+	h[5] = (uint8_t)r->flags;
+	put_le16(h + 6, 0);
+	put_le64(h + 8, r->id);
+	put_le32(h + 16, (uint32_t)r->len);
+	crc = spool_crc32c(seed, h, 20);
+	put_le32(h + 20, spool_crc32c(crc, r->p, r->len));
+}
+
+/* seg_reserve - make sure the current segment takes total more bytes. */
+static int seg_reserve(struct spool_shard *sh, size_t total, struct rm_err *err)
+{
+	if (sh->cur.fd < 0)
+		return seg_create(sh, &sh->cur, err);
+	if (sh->cur.tail > SEG_HDR_BYTES &&
+	    sh->cur.tail + total > sh->sp->o.segment_bytes)
+		return seg_rotate(sh, err);
+	return 0;
+}
+
 /*
- * seg_append - append one record to the shard's segment, creating or
- * rotating it as needed. ext (may be NULL) receives the record's extent.
- * On a write error the file is cut back to its old tail.
+ * seg_append_n - append n records with one pwritev, creating or rotating
+ * the segment as needed. On a write error the file is cut back to its old
+ * tail (the rebuild would skip the torn bytes anyway).
  */
-static int seg_append(struct spool_shard *sh, unsigned type, unsigned flags,
-		      uint64_t id, const void *p, size_t len,
-		      uint8_t ext[EXTENT_BYTES], struct rm_err *err)
+static int seg_append_n(struct spool_shard *sh, const struct rec_in *r, int n,
+			struct rm_err *err)
 {
 	static const uint8_t zero[8];
-	size_t rec = REC_HDR_BYTES + pad8(len);
-	uint8_t h[REC_HDR_BYTES];
-	uint32_t crc;
+	uint8_t h[MAX_RECS_PER_WRITE][REC_HDR_BYTES];
+	struct iovec iov[3 * MAX_RECS_PER_WRITE];
+	size_t total = 0;
+	uint64_t off;
 	int rc;
 
-	if (len > MAX_RECORD_BYTES)
-		return rm_err_set(err, -EFBIG, "spool: record of %zu bytes", len);
-	if (sh->cur.fd < 0)
-		rc = seg_create(sh, &sh->cur, err);
-	else if (sh->cur.tail > SEG_HDR_BYTES &&
-		 sh->cur.tail + rec > sh->sp->o.segment_bytes)
-		rc = seg_rotate(sh, err);
-	else
-		rc = 0;
-	if (rc < 0)
+	for (int i = 0; i < n; i++) {
+		if (r[i].len > MAX_RECORD_BYTES)
+			return rm_err_set(err, -EFBIG, "spool: record of %zu bytes", r[i].len);
+		total += REC_HDR_BYTES + pad8(r[i].len);
+	}
+	if ((rc = seg_reserve(sh, total, err)) < 0)
 		return rc;
-	put_le32(h, REC_MAGIC);
-	h[4] = (uint8_t)type;
-	h[5] = (uint8_t)flags;
-	put_le16(h + 6, 0);
-	put_le64(h + 8, id);
-	put_le32(h + 16, (uint32_t)len);
-	crc = spool_crc32c(sh->cur.seed, h, 20);
-	put_le32(h + 20, spool_crc32c(crc, p, len));
-	struct iovec iov[3] = { { h, sizeof(h) }, { (void *)(uintptr_t)p, len },
-				{ (void *)(uintptr_t)zero, pad8(len) - len } };
-	if ((rc = pwritev_full(sh->cur.fd, iov, 3, sh->cur.tail)) < 0) {
+	off = sh->cur.tail;
+	for (int i = 0; i < n; i++) {
+		rec_header(h[i], sh->cur.seed, &r[i]);
+		iov[3 * i] = (struct iovec){ h[i], REC_HDR_BYTES };
+		iov[3 * i + 1] = (struct iovec){ (void *)(uintptr_t)r[i].p, r[i].len };
+		iov[3 * i + 2] = (struct iovec){ (void *)(uintptr_t)zero,
+						 pad8(r[i].len) - r[i].len };
+		if (r[i].ext != NULL) {
+			put_le32(r[i].ext, (uint32_t)sh->cur.seq);
+			put_le32(r[i].ext + 4, (uint32_t)r[i].len);
+			put_le64(r[i].ext + 8, off);
+		}
+		off += REC_HDR_BYTES + pad8(r[i].len);
+	}
+	if ((rc = pwritev_full(sh->cur.fd, iov, 3 * n, sh->cur.tail)) < 0) {
 		if (ftruncate(sh->cur.fd, (off_t)sh->cur.tail) < 0) {
 			/* the rebuild skips the torn bytes: nothing to add */
 		}
 		return rm_err_set(err, rc, "spool: append segment %03u/%010" PRIu64
 				  ": %s", sh->idx, sh->cur.seq, strerror(-rc));
 	}
-	if (ext != NULL) {
-		put_le32(ext, (uint32_t)sh->cur.seq);
-		put_le32(ext + 4, (uint32_t)len);
-		put_le64(ext + 8, sh->cur.tail);
-	}
-	sh->cur.tail += rec;
+	sh->cur.tail = off;
 	return 0;
+}
+
+static int seg_append(struct spool_shard *sh, unsigned type, unsigned flags,
+		      uint64_t id, const void *p, size_t len,
+		      uint8_t ext[EXTENT_BYTES], struct rm_err *err)
+{
+	struct rec_in r = { type, flags, id, p, len, ext };
+
+	return seg_append_n(sh, &r, 1, err);
 }
 
 /* ---- messages ---------------------------------------------------------------- */
@@ -931,9 +973,9 @@ static int msg_live(struct spool_msg *m, struct rm_err *err)
 	return 0;
 }
 
-/* msg_record - append one record of m; the first one pins m's gen. */
-static int msg_record(struct spool_msg *m, unsigned type, const void *p,
-		      size_t len, uint8_t *ext, struct rm_err *err)
+/* msg_records - append records of m; the first write pins m's gen. */
+static int msg_records(struct spool_msg *m, const struct rec_in *r, int n,
+		       struct rm_err *err)
 {
 	int rc;
 
@@ -943,25 +985,35 @@ static int msg_record(struct spool_msg *m, unsigned type, const void *p,
 		m->is_on_disk = true;
 		m->gen = m->sh->gen;
 	}
-	if ((rc = seg_append(m->sh, type, 0, m->id, p, len, ext, err)) < 0)
+	if ((rc = seg_append_n(m->sh, r, n, err)) < 0)
 		m->err = rc;
 	return rc;
+}
+
+/* msg_add_extent - remember where a CHUNK of m went. */
+static int msg_add_extent(struct spool_msg *m, const uint8_t *ext,
+			  struct rm_err *err)
+{
+	int rc = rm_buf_append(&m->extents, ext, EXTENT_BYTES);
+
+	if (rc < 0) {
+		m->err = rc == -ENOBUFS ? -EFBIG : rc;
+		return rm_err_set(err, m->err, "spool: message %s: %s", m->id_str,
+				  strerror(-m->err));
+	}
+	return 0;
 }
 
 static int msg_flush(struct spool_msg *m, const void *p, size_t len,
 		     struct rm_err *err)
 {
 	uint8_t ext[EXTENT_BYTES];
+	struct rec_in r = { SPOOL_REC_CHUNK, 0, m->id, p, len, ext };
 	int rc;
 
-	if ((rc = msg_record(m, SPOOL_REC_CHUNK, p, len, ext, err)) < 0)
+	if ((rc = msg_records(m, &r, 1, err)) < 0)
 		return rc;
-	if ((rc = rm_buf_append(&m->extents, ext, sizeof(ext))) < 0) {
-		m->err = rc == -ENOBUFS ? -EFBIG : rc;
-		return rm_err_set(err, m->err, "spool: message %s: %s", m->id_str,
-				  strerror(-m->err));
-	}
-	return 0;
+	return msg_add_extent(m, ext, err);
 }
 
 int spool_msg_begin(struct spool_shard *sh, struct spool_msg **out,
@@ -1024,20 +1076,23 @@ int spool_msg_write(struct spool_msg *m, const void *p, size_t len,
 	return 0;
 }
 
-/* msg_seal - flush the tail, write COMMIT, build the index value. */
+/*
+ * msg_seal - check and encode the envelope, write the buffered tail and
+ * the COMMIT with one pwritev (a small message costs one syscall), then
+ * build the index value.
+ */
 static int msg_seal(struct spool_msg *m, const struct spool_envelope *env,
 		    struct rm_err *err)
 {
 	struct spool_shard *sh = m->sh;
 	struct rm_buf *c = &sh->scratch;
 	struct commit_view cv;
-	int rc;
+	uint8_t ext[EXTENT_BYTES];
+	struct rec_in r[2];
+	int n = 0, rc;
 
 	if ((rc = msg_live(m, err)) < 0)
 		return rc;
-	if (m->buf_len > 0 && (rc = msg_flush(m, m->buf, m->buf_len, err)) < 0)
-		return rc;
-	m->buf_len = 0;
 	c->len = 0;
 	if ((rc = commit_encode(c, env, m->size, m->crc)) < 0)
 		return rm_err_set(err, rc == -ENOMEM ? rc : -EINVAL,
@@ -1045,11 +1100,19 @@ static int msg_seal(struct spool_msg *m, const struct spool_envelope *env,
 				  m->id_str, strerror(rc == -ENOMEM ? ENOMEM : EINVAL));
 	if (commit_parse(c->data, c->len, &cv) < 0)
 		rm_panic("spool: COMMIT for %s does not parse back", m->id_str);
+	if (m->buf_len > 0)
+		r[n++] = (struct rec_in){ SPOOL_REC_CHUNK, 0, m->id, m->buf, m->buf_len, ext };
+	r[n++] = (struct rec_in){ SPOOL_REC_COMMIT, 0, m->id, c->data, c->len, NULL };
+	if ((rc = msg_records(m, r, n, err)) < 0)
+		return rc;
+	if (m->buf_len > 0 && (rc = msg_add_extent(m, ext, err)) < 0)
+		return rc;
+	m->buf_len = 0;
 	if ((rc = value_build(&m->value, sh->idx, m->extents.data,
 			      m->extents.len / EXTENT_BYTES, c->data, c->len, &cv)) < 0)
 		return rm_err_set(err, -ENOMEM, "spool: message %s: index value: %s",
 				  m->id_str, strerror(ENOMEM));
-	return msg_record(m, SPOOL_REC_COMMIT, c->data, c->len, NULL, err);
+	return 0;
 }
 
 int spool_msg_end(struct spool_msg *m, const struct spool_envelope *env,
