@@ -1044,7 +1044,7 @@ size_t smtp_client_feed(struct smtp_client *c, const uint8_t *buf, size_t len)
 {
 	size_t room;
 
-	if (c->st == ST_FAILED || c->st == ST_CLOSED)
+	if (c->st == ST_FAILED || c->st == ST_CLOSED || len == 0)
 		return 0;
 	if (c->st == ST_TLS_EV || c->st == ST_TLS_WAIT)
 		return len;  /* RFC 3207 5: plaintext after "220 ready" is dropped */

@@ -510,7 +510,9 @@ void smtp_client_eof(struct smtp_client *c);
  * smtp_client_timeout - the host's timer for phase fired. Returns true
  * when that is still the current phase: the connection FAILED (TIMEOUT);
  * false when the timer is stale (the phase has moved on; nothing changes)
- * or the connection has already ended.
+ * or the connection has already ended. PHASE_NONE (the host's own limit
+ * on an idle or host-stalled connection) fails it too; to end an idle
+ * cached connection politely, call smtp_client_quit() instead.
  */
 bool smtp_client_timeout(struct smtp_client *c, enum smtp_client_phase phase);
 

@@ -41,7 +41,9 @@ static const struct smtp_client_txn txns[4] = {
 	{ "a@x.example", rc3, 2, true, 5000000, 0, false, 0, NULL },
 	{ "\xc3\xa4@x.example", rc1, 1, false, 0, 0, true, 0, NULL },
 };
-static const char *const bodies[] = { "Hello\r\n.\r\n", ".", "a\r\n.b", "" };
+static char big_body[20000];  /* lines of dots and text: wraps the output ring */
+static const char *const bodies[] = { "Hello\r\n.\r\n", ".", "a\r\n.b", "", big_body };
+#define N_BODIES 5
 
 #define FAIL(...) do { fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); abort(); } while (0)
 
@@ -208,8 +210,9 @@ static uint64_t run_split(uint8_t f, const uint8_t *s, size_t len, bool split, s
 				FAIL("quit in WAIT TXN");
 			}
 		} else if (k == SMTP_CLIENT_EV_WAIT && ev.wait == SMTP_CLIENT_WAIT_BODY) {
-			const char *b = bodies[n_txn % 4];
-			size_t bl = strlen(b), piece = bl - boff > 3 ? 3 : bl - boff;
+			const char *b = bodies[(n_txn + (f >> 4)) % N_BODIES];
+			size_t bl = strlen(b), step = bl > 100 ? 4000 : 3;
+			size_t piece = bl - boff > step ? step : bl - boff;
 
 			boff += smtp_client_body(&cl, (const uint8_t *)b + boff, piece, boff + piece == bl);
 		} else if (k == SMTP_CLIENT_EV_WAIT && ev.wait == SMTP_CLIENT_WAIT_TLS) {
@@ -273,7 +276,8 @@ static void run_chaos(uint8_t f, const uint8_t *p, size_t len)
 			break;
 		case 7:
 			i++;
-			smtp_client_body(&cl, (const uint8_t *)bodies[arg % 4], strlen(bodies[arg % 4]), arg & 0x10);
+			smtp_client_body(&cl, (const uint8_t *)bodies[arg % N_BODIES],
+					 strlen(bodies[arg % N_BODIES]), arg & 0x10);
 			break;
 		case 8:
 			i++;
@@ -307,6 +311,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 1)
 		return 0;
 	debug = getenv("FUZZ_DEBUG") != NULL;
+	if (big_body[0] == 0)
+		for (size_t i = 0; i + 1 < sizeof(big_body); i++)
+			big_body[i] = i % 50 == 48 ? '\r' : i % 50 == 49 ? '\n' : i % 150 == 0 ? '.' : 'x';
 	if (data[0] & 0x80) {
 		run_chaos(data[0], data + 1, size - 1);
 		return 0;
