@@ -545,6 +545,20 @@ static void test_rotation(void)
 	T_CASE("rotation_big_message_spans_segments");
 	T_EQ_INT(put(sh, 300000, 50, 7777, &a[50], true), 0);
 	T_EQ_INT(a[50].status, 0);
+	T_CASE("rotation_syncs_the_retired_segment_first");
+	struct ack r1, r2;
+	int fds[4], n_fds = 0, fd;
+	T_EQ_INT(put(sh, 5000, 60, 5000, &r1, false), 0);
+	T_EQ_INT(put(sh, 5000, 61, 5000, &r2, false), 0);	/* rotates */
+	while ((fd = spool_shard_sync_begin(sh)) >= 0 && n_fds < 4) {
+		fds[n_fds++] = fd;
+		spool_shard_sync_end(sh, fdatasync(fd) < 0 ? -errno : 0, on_done, &err);
+	}
+	T_CHECK(n_fds >= 2 && n_fds <= 3, "sync steps: got %d, want 2 or 3", n_fds);
+	for (int i = 1; i < n_fds; i++)
+		T_CHECK(fds[i] != fds[i - 1], "the same fd twice: %d", fds[i]);
+	T_EQ_INT(r1.status, 0);
+	T_EQ_INT(r2.status, 0);
 	T_CASE("rotation_interleaved_with_rotation");
 	struct spool_msg *m1, *m2;
 	struct spool_envelope env = envelope(5);
@@ -572,7 +586,7 @@ static void test_rotation(void)
 	unlink(marker);
 	sp = open_or_die(&o);
 	struct listing l = list(sp);
-	T_EQ_INT(l.n, 53);
+	T_EQ_INT(l.n, 55);
 	for (unsigned i = 0; i <= 52; i++)
 		T_EQ_INT(count_id(&l, a[i].id), 1);
 	check_content(sp, a[50].id, 300000, 50);
@@ -1281,6 +1295,11 @@ static void test_update_and_done(void)
 	struct spool_rcpt_update cu = { 1, SPOOL_RCPT_PENDING, 4, 12345 };
 	T_EQ_INT(spool_shard_update(sh, c.id, &cu, 1, &u, &err), 0);
 	drive(sh);
+	/* a refused update (same values) must not turn into a removal */
+	T_EQ_INT(spool_shard_update(sh, c.id, &cu, 1, &u, &err), 0);
+	T_CHECK(spool_shard_sync_begin(sh) >= 0, "sync_begin");
+	spool_shard_sync_end(sh, -EIO, on_done, &err);
+	T_EQ_INT(u.status, -EIO);
 	spool_shard_close(sh);
 	spool_close(sp);
 	char marker[600];
