@@ -25,7 +25,7 @@ def run_swaks(port, token, extra):
     r = subprocess.run(av, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
     out = r.stdout.decode("utf-8", "replace")
     assert r.returncode == 0, f"swaks exit {r.returncode}, transcript:\n{out}"
-    m = re.search(r"<~+\s+250[ -]\S*\s*Ok: queued as (\S+)", out)
+    m = re.search(r"<[-~*]+\s+250[ -]\S*\s*Ok: queued as (\S+)", out)
     assert m, f"no 'queued as' in swaks transcript:\n{out}"
     return m.group(1), out
 
