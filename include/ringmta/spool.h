@@ -18,10 +18,11 @@
  * DONE (spool_shard_done(), or a message aborted or refused after its
  * chunks or COMMIT were written). Sessions interleave in one segment, so
  * every record names its message; all records of a message go through the
- * shard named in its id, so a rebuild replays them in order. A message exists only once its COMMIT is on disk and the
- * chunks before it add up to the committed size and checksum. A shard
- * rotates to a new segment at segment_bytes, and always starts a new one
- * when opened; old segments are immutable.
+ * shard named in its id, so a rebuild replays them in order. A message
+ * exists only once its COMMIT is on disk and the chunks before it add up
+ * to the committed size and checksum. A shard rotates to a new segment at
+ * segment_bytes, and always starts a new one when opened; old segments are
+ * immutable.
  *
  * The 250 contract. spool_msg_end() writes COMMIT into the page cache and
  * puts the message on the shard's pending batch. The reactor takes the
@@ -38,23 +39,30 @@
  * then creates the marker file <dir>/index.clean (fsynced, with the
  * directory) naming the last LMDB txn id. spool_open() removes the marker
  * (and fsyncs the directory) before it writes anything, and trusts the
- * index only if its last txn id is the one the marker names (a deleted or
- * replaced data.mdb is not trusted). A missing marker means the last run did not
- * end cleanly (crash, kill -9, power loss): the index is not trusted,
- * deleted, and rebuilt from the segments - records checked against their
+ * index only if its last txn id is the one the marker names, so a deleted
+ * or replaced data.mdb is not trusted either. A missing marker means the
+ * last run did not end cleanly (crash, kill -9, power loss): the index is
+ * deleted and rebuilt from the segments - records checked against their
  * crc32c, a torn or corrupt record skipped up to the next valid record (or
  * the segment truncated there when none follows), chunks without a COMMIT
- * dropped, DONE applied - then synced. The same rebuild runs when
- * mdb_env_open() fails on a marked index, or the index has another format
- * version. A flock on <dir>/spool.lock keeps a second daemon out. XXX a
- * marked index whose pages were damaged behind LMDB's back is trusted
- * (LMDB has no page checksums); delete the marker to force a rebuild.
- * So a 250'd message is never lost
- * (its segment was synced first), never doubled (ids are unique, replay is
- * idempotent), and a torn LMDB file is never trusted. Delivery stays at
- * least once: a message that was committed to a segment but answered 452
- * or never answered may come back after a rebuild; the spool writes a DONE
- * record for such messages when it can, to make that rare.
+ * dropped, RCPT_STATE and DONE applied - then synced. The same rebuild
+ * runs when mdb_env_open() fails on a marked index, or the index has
+ * another format version. A flock on <dir>/spool.lock keeps a second
+ * writer out.
+ *
+ * So a 250'd message is never lost (its segment was synced first), never
+ * doubled (ids are unique, replay is idempotent), and a torn LMDB file is
+ * never trusted. Delivery stays at least once: a message whose COMMIT
+ * reached a segment but that was answered 452, or not at all, may come
+ * back after a rebuild; the spool writes a DONE record for such messages
+ * when it can, to make that rare. XXX a marked index whose pages were
+ * damaged behind LMDB's back is trusted (LMDB keeps no page checksums);
+ * delete the marker to force a rebuild.
+ *
+ * Rotation. A segment rotated away while it holds unsynced records of the
+ * pending batch must be synced too, so a batch can take more than one
+ * sync_begin/sync_end step: first the retired segments, oldest first, then
+ * the current one, whose step commits the batch.
  *
  * Sync failure. After a failed fdatasync the tail of a file cannot be
  * trusted (the kernel may have dropped the dirty pages and reports that
@@ -123,8 +131,9 @@
 
 /*
  * Error codes. Functions return 0 or a negative code: -errno, or one of
- * these (a range of their own, below LMDB's -30799..-30780 and far from
- * errno). spool_strerror() names them all.
+ * these (-30600..-30604: apart from LMDB's -30799..-30780, which are
+ * converted to these at the boundary, and far from errno).
+ * spool_strerror() names them all.
  */
 enum spool_error {
 	/* a record, segment or index entry failed its checksum or parse */
@@ -316,18 +325,20 @@ uint32_t spool_crc32c(uint32_t crc, const void *p, size_t n);
  * thread: it creates a new segment lazily, at the first write. A shard may
  * be open only once at a time. *out is released with spool_shard_close().
  * Returns 0, -EINVAL (bad shard, read-only spool), -EBUSY (already open),
- * -ENOMEM, SPOOL_EINDEX.
+ * -ENOMEM.
  */
 int spool_shard_open(struct spool *sp, unsigned shard,
 		     struct spool_shard **out, struct rm_err *err);
 
 /*
  * spool_shard_close - stop a shard. The host must first finish a batch
- * in flight (spool_shard_sync_end()). Messages still open are aborted;
- * messages pending are dropped without a callback (they never got their
- * 250) and marked DONE in the segment; pending updates and removals are
- * dropped without a callback too (a rebuild may still apply them). Records the shard's last
- * id in the index and syncs and closes its segments. NULL does nothing.
+ * in flight (spool_shard_sync_end()); sh and every message of it are
+ * invalid afterwards. Messages still open are aborted; messages pending
+ * are dropped without a callback (they never got their 250) and marked
+ * DONE in the segment; pending updates and removals are dropped without a
+ * callback too (a rebuild may still apply them: both are idempotent).
+ * Records the shard's last id in the index, then fdatasyncs (blocking)
+ * and closes its segments. NULL does nothing.
  */
 void spool_shard_close(struct spool_shard *sh);
 
@@ -363,8 +374,9 @@ int spool_msg_write(struct spool_msg *m, const void *p, size_t len,
  * the done callback of spool_shard_sync_end(). m belongs to the shard from
  * now on, also on error (then it is freed at once and there is no
  * callback). env is read only during the call. Returns 0, -EINVAL
- * (envelope too big or no recipients), and every error of
- * spool_msg_write(). On 0 the host must make sure a sync is started.
+ * (no sender or recipients, a string or the whole envelope too big), and
+ * every error of spool_msg_write(). On 0 the host must make sure a sync
+ * is started (spool_shard_sync_begin()).
  */
 int spool_msg_end(struct spool_msg *m, const struct spool_envelope *env,
 		  void *owner, struct rm_err *err);
@@ -381,7 +393,7 @@ void spool_msg_abort(struct spool_msg *m);
  * nothing to sync or a sync is already in flight (at most one per shard).
  * When it returns an fd, the host must submit exactly one fdatasync (or
  * fsync) on it and pass the result to spool_shard_sync_end(); the fd
- * stays open until then. A batch can take more than one step when a
+ * belongs to the shard (never close it) and stays open until then. A batch can take more than one step when a
  * segment was rotated since the last sync: call sync_begin again after
  * every spool_msg_end() that returned 0 and after every sync_end(), and
  * submit whatever it returns.
@@ -392,12 +404,15 @@ int spool_shard_sync_begin(struct spool_shard *sh);
  * spool_shard_sync_end - the fdatasync of the last sync_begin() finished
  * with res (0 or -errno, as in a CQE). When that completed a batch, commit
  * the batch to the index in one txn and call done(owner, queue_id, status)
- * once per message of the batch, in commit order: status 0 means durable
- * (answer 250), negative is a spool error (answer 452 4.3.1): -errno of
- * the fdatasync, SPOOL_EMAPFULL, SPOOL_EINDEX, -ENOMEM. queue_id is valid
- * during the callback only. The callback may start, write and end other
- * messages and call sync_begin. err (may be NULL) describes the first
- * failure. A failed fdatasync abandons the segment (see DESIGN).
+ * once per item of the batch (message, update or removal), in the order
+ * they were queued: status 0 means durable (answer 250), negative is a
+ * spool error (answer 452 4.3.1): -errno of the fdatasync (-EIO for a
+ * positive res), SPOOL_EMAPFULL, SPOOL_EINDEX, -ENOMEM, and for updates
+ * and removals also -ENOENT. done may be NULL. queue_id is valid during
+ * the callback only. The callback may start, write and end messages and
+ * call sync_begin. err (may be NULL) describes a failure of the whole
+ * batch. A failed fdatasync abandons the segment (see DESIGN). Calling
+ * sync_end without a sync_begin that returned an fd is our bug (panic).
  */
 void spool_shard_sync_end(struct spool_shard *sh, int res,
 			  void (*done)(void *owner, const char *queue_id,
