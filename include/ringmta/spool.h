@@ -393,10 +393,11 @@ void spool_msg_abort(struct spool_msg *m);
  * nothing to sync or a sync is already in flight (at most one per shard).
  * When it returns an fd, the host must submit exactly one fdatasync (or
  * fsync) on it and pass the result to spool_shard_sync_end(); the fd
- * belongs to the shard (never close it) and stays open until then. A batch can take more than one step when a
- * segment was rotated since the last sync: call sync_begin again after
- * every spool_msg_end() that returned 0 and after every sync_end(), and
- * submit whatever it returns.
+ * belongs to the shard (never close it) and stays open until then. A
+ * batch can take more than one step when a segment was rotated since the
+ * last sync: call sync_begin again after every spool_msg_end(),
+ * spool_shard_update() and spool_shard_done() that returned 0 and after
+ * every sync_end(), and submit whatever it returns.
  */
 int spool_shard_sync_begin(struct spool_shard *sh);
 
