@@ -1018,8 +1018,9 @@ int smtp_client_next(struct smtp_client *c, struct smtp_client_ev *ev)
 		if (c->pend)
 			continue;
 		if (body_wanted(c)) {
-			k = out_room(c) >= SMTP_CLIENT_BODY_ROOM ? SMTP_CLIENT_EV_WAIT
-								 : SMTP_CLIENT_EV_FLUSH;
+			k = out_room(c) >= (c->is_bdat ? SMTP_CLIENT_CHUNK_MAX + BDAT_HDR_MAX
+						 : SMTP_CLIENT_BODY_ROOM)
+			? SMTP_CLIENT_EV_WAIT : SMTP_CLIENT_EV_FLUSH;
 			if (k == SMTP_CLIENT_EV_WAIT)
 				ev->wait = SMTP_CLIENT_WAIT_BODY;
 			break;
@@ -1178,9 +1179,10 @@ int smtp_client_begin_txn(struct smtp_client *c, const struct smtp_client_txn *t
 }
 
 /*
- * body_dot - DATA body: copy with dot-stuffing (RFC 5321 4.5.2). Runs up
- * to each LF are copied whole (memchr + memcpy); only a line's first byte
- * is looked at on its own. Returns the bytes taken.
+ * body_dot - DATA body: copy with dot-stuffing (RFC 5321 4.5.2). The scan
+ * looks only for "." (memchr) and checks the byte before it, so a body
+ * without line-leading dots goes out in one memcpy per output room;
+ * nothing is done per byte or per line. Returns the bytes taken.
  */
 static size_t body_dot(struct smtp_client *c, const uint8_t *d, size_t len)
 {
@@ -1188,7 +1190,8 @@ static size_t body_dot(struct smtp_client *c, const uint8_t *d, size_t len)
 
 	while (taken < len) {
 		size_t room = out_room(c), n, run;
-		const uint8_t *lf;
+		const uint8_t *s, *e;
+		uint8_t b;
 
 		if (room == 0)
 			break;
@@ -1202,13 +1205,19 @@ static size_t body_dot(struct smtp_client *c, const uint8_t *d, size_t len)
 			continue;
 		}
 		n = len - taken < room ? len - taken : room;
-		lf = memchr(d + taken, '\n', n);
-		run = lf ? (size_t)(lf - (d + taken)) + 1 : n;
+		run = n;
+		for (s = d + taken + 1, e = d + taken + n; s < e && (s = memchr(s, '.', (size_t)(e - s))); s++) {
+			if (s[-1] == '\n') {
+				run = (size_t)(s - (d + taken));
+				break;
+			}
+		}
 		out_put(c, d + taken, run);
-		c->is_body_bol = lf != NULL;
-		if (d[taken + run - 1] == '\r')
+		b = d[taken + run - 1];
+		c->is_body_bol = b == '\n';
+		if (b == '\r')
 			c->body_tail = 1;
-		else if (d[taken + run - 1] == '\n')
+		else if (b == '\n')
 			c->body_tail = (run >= 2 ? d[taken + run - 2] == '\r' : c->body_tail == 1) ? 2 : 0;
 		else
 			c->body_tail = 0;
@@ -1231,17 +1240,18 @@ static bool body_end_dot(struct smtp_client *c)
 	return true;
 }
 
-/* body_bdat - one BDAT chunk of as much as fits (RFC 3030 2). */
+/*
+ * body_bdat - one BDAT chunk (RFC 3030 2) of min(len, SMTP_CLIENT_CHUNK_MAX)
+ * octets, or nothing until that fits: the framing must not depend on the
+ * output room.
+ */
 static size_t body_bdat(struct smtp_client *c, const uint8_t *d, size_t len, bool is_last)
 {
 	char hdr[BDAT_HDR_MAX];
-	size_t room = out_room(c), n, h;
+	size_t n = len < SMTP_CLIENT_CHUNK_MAX ? len : SMTP_CLIENT_CHUNK_MAX, h;
 	bool last;
 
-	if (room <= BDAT_HDR_MAX)
-		return 0;
-	n = len < room - BDAT_HDR_MAX ? len : room - BDAT_HDR_MAX;
-	if (n == 0 && !(is_last && len == 0))
+	if ((len == 0 && !is_last) || out_room(c) < n + BDAT_HDR_MAX)
 		return 0;
 	last = is_last && n == len;
 	memcpy(hdr, "BDAT ", 5);

@@ -138,10 +138,17 @@
 #define SMTP_CLIENT_ESC_MAX 9
 /*
  * SMTP_CLIENT_BODY_ROOM - free output space the client wants before it
- * asks for body bytes (WAIT BODY); below that it returns FLUSH, so body()
- * never gets called for a handful of bytes.
+ * asks for DATA body bytes (WAIT BODY); below that it returns FLUSH, so
+ * body() never gets called for a handful of bytes.
  */
 #define SMTP_CLIENT_BODY_ROOM 1024
+/*
+ * SMTP_CLIENT_CHUNK_MAX - the largest BDAT chunk. A chunk is
+ * min(offered, this), never cut to the free output space, so the framing
+ * depends only on what the host offers, not on how fast the socket drains.
+ * Half the ring: one chunk can be built while the previous one is sent.
+ */
+#define SMTP_CLIENT_CHUNK_MAX (SMTP_CLIENT_OUT_BYTES / 2 - 64)
 
 /*
  * enum smtp_client_err - results of the host calls, a range of their own
@@ -466,8 +473,9 @@ int smtp_client_begin_txn(struct smtp_client *c, const struct smtp_client_txn *t
  * a line (after any LF, also across calls) gets another "."; the end is
  * CRLF "." CRLF, with a CRLF added first when the body does not end with
  * one (an empty body sends just "." CRLF).
- * BDAT: each call writes one chunk, "BDAT <n>[ LAST]" CRLF and n octets
- * as they are: offer large pieces. (NULL, 0, true) writes "BDAT 0 LAST".
+ * BDAT: each call writes one chunk, "BDAT <n>[ LAST]" CRLF and the n =
+ * min(len, SMTP_CLIENT_CHUNK_MAX) octets as they are, or nothing while it
+ * does not fit: offer large pieces. (NULL, 0, true) writes "BDAT 0 LAST".
  * Outside WAIT BODY (including after a refused chunk) it takes nothing.
  */
 size_t smtp_client_body(struct smtp_client *c, const uint8_t *data, size_t len, bool is_last);
