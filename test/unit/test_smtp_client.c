@@ -540,7 +540,7 @@ static bool feed_piece(struct smtp_client *c, struct feeder *f, struct run *r)
 	n = f->len - f->pos;
 	if (f->split == SPLIT_BYTE)
 		n = 1;
-	else if (f->split >= 0 && f->pos < (size_t)f->split)
+	else if (f->split >= 0 && f->pos < (size_t)f->split && (size_t)f->split - f->pos < n)
 		n = (size_t)f->split - f->pos;
 	g = t_guard_copy(f->s + f->pos, n, &base, &maplen);
 	taken = smtp_client_feed(c, g, n);
