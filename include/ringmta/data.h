@@ -38,7 +38,7 @@ struct data_limits {
 	bool lenient_bare_lf;        /* a bare LF ends a line, emitted as CRLF (never ends the data) */
 	bool lenient_bare_cr;        /* a bare CR is content */
 	bool allow_8bit;             /* 8-bit octets allowed (BODY=8BITMIME, SMTPUTF8, or leniency) */
-	bool is_binary;              /* BODY=BINARYMIME (BDAT only): no line checks at all */
+	bool is_binary;              /* BODY=BINARYMIME (BDAT only): no line or 8-bit checks at all, only the size */
 };
 
 /* enum data_reject - why a message was rejected (first reason wins). */

@@ -155,7 +155,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					abort();
 			}
 		}
-		if (!lim.allow_8bit) {
+		if (!lim.allow_8bit && !lim.is_binary) {
 			for (i = 0; i < r[0].out_len; i++) {
 				if (r[0].out[i] >= 0x80)
 					abort();
