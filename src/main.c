@@ -57,6 +57,7 @@
 #include "ringmta/log.h"
 #include "ringmta/net.h"
 #include "ringmta/reactor.h"
+#include "ringmta/server.h"
 #include "ringmta/spool.h"
 
 #define MAX_OVERRIDES 256
@@ -119,7 +120,7 @@ static int serve(const struct conf *c)
 {
 	struct rm_err err = { 0, "" };
 	unsigned n = conf_reactor_count(c);
-	struct reactor *rs;
+	struct server *rs;
 	struct spool *sp = NULL;
 	struct spool_opts so;
 	uid_t uid = 0;
@@ -165,7 +166,7 @@ static int serve(const struct conf *c)
 			}
 			roles[j] = l->role;
 		}
-		if (reactor_init(&rs[i], i, c, sp, fds, roles, (unsigned)c->n_listen, &err) < 0) {
+		if (server_init(&rs[i], i, c, sp, fds, roles, (unsigned)c->n_listen, &err) < 0) {
 			log_msg(LOG_LVL_FATAL, "%s", err.msg);
 			return 1;
 		}
@@ -182,7 +183,7 @@ static int serve(const struct conf *c)
 	signal(SIGPIPE, SIG_IGN);
 
 	for (unsigned i = 0; i < n; i++) {
-		if (reactor_start(&rs[i], &err) < 0) {
+		if (reactor_start(&rs[i].r, &err) < 0) {
 			log_msg(LOG_LVL_FATAL, "%s", err.msg);
 			return 1;
 		}
@@ -201,9 +202,11 @@ static int serve(const struct conf *c)
 	}
 	log_info("main: stopping signal=%s", sig == SIGTERM ? "TERM" : "INT");
 	for (unsigned i = 0; i < n; i++)
-		reactor_stop(&rs[i]);
-	for (unsigned i = 0; i < n; i++)
-		rc |= reactor_join(&rs[i]);
+		reactor_stop(&rs[i].r);
+	for (unsigned i = 0; i < n; i++) {
+		rc |= reactor_join(&rs[i].r);
+		server_fini(&rs[i]);
+	}
 	spool_close(sp);
 	free(rs);
 	log_info("main: stopped status=%d", rc ? 1 : 0);

@@ -37,6 +37,7 @@
 #include "ringmta/log.h"
 #include "ringmta/net.h"
 #include "ringmta/reactor.h"
+#include "ringmta/server.h"
 #include "ringmta/smtp_server.h"
 #include "ringmta/spool.h"
 
@@ -50,7 +51,7 @@ struct rcpt_ref {
 struct session {
 	struct session *next, *prev;    /* reactor's session list */
 	struct session *starved_next;   /* reactor's -ENOBUFS list */
-	struct reactor *r;
+	struct server *sv;
 	int fd;
 	uint64_t id;
 	int64_t deadline_ms;
@@ -105,13 +106,14 @@ static void arm_recv(struct session *s)
 {
 	if (s->recv_armed || s->is_closing || s->want_close || s->is_starved)
 		return;
-	reactor_recv(s->r, s, s->fd);
+	reactor_recv(&s->sv->r, s, SERVER_OP_RECV, s->fd);
 	s->recv_armed = true;
 	s->inflight++;
 }
 
 static void flush(struct session *s)
 {
+	struct io_uring_sqe *sqe;
 	const uint8_t *p;
 	size_t len;
 
@@ -121,7 +123,9 @@ static void flush(struct session *s)
 	if (len == 0)
 		return;
 	/* smtp_server keeps the bytes it returned in place until output_done. */
-	reactor_send(s->r, s, s->fd, p, len);
+	sqe = reactor_sqe(&s->sv->r);
+	io_uring_prep_send(sqe, s->fd, p, len, MSG_NOSIGNAL);
+	reactor_sqe_tag(sqe, s, SERVER_OP_SEND);
 	s->send_armed = true;
 	s->inflight++;
 }
@@ -132,7 +136,7 @@ static void release_input(struct session *s)
 		int bid = s->in_bid;
 		s->in_bid = -1;
 		s->in_len = 0;
-		reactor_buf_put(s->r, (unsigned)bid);
+		reactor_buf_put(&s->sv->r, (unsigned)bid);
 	}
 }
 
@@ -163,7 +167,7 @@ static void close_now(struct session *s)
 	msg_drop(s);
 	release_input(s);
 	if (s->is_starved) {
-		struct session **pp = &s->r->starved;
+		struct session **pp = &s->sv->starved;
 		while (*pp != NULL && *pp != s)
 			pp = &(*pp)->starved_next;
 		if (*pp == s)
@@ -178,12 +182,12 @@ static void close_now(struct session *s)
 /* finish - free the session once nothing refers to it any more. */
 static void finish(struct session *s)
 {
-	struct reactor *r = s->r;
+	struct server *r = s->sv;
 
 	if (!s->is_closing || s->inflight > 0 || s->awaiting_commit)
 		return;
 	log_info("r%u s=%016llx smtp_server: disconnect client=%s msgs=%u cmds=%u action=\"%s\"",
-		 r->id, (unsigned long long)s->id, s->peer_str, s->n_msgs, s->n_cmds,
+		 r->r.id, (unsigned long long)s->id, s->peer_str, s->n_msgs, s->n_cmds,
 		 smtp_server_action(&s->srv));
 	close(s->fd);
 	if (s->is_counted)
@@ -230,18 +234,18 @@ static enum smtp_reply_id on_rcpt(struct session *s, const struct smtp_server_ev
 
 	if (!s->is_mynetworks) {
 		dom = domain_of(ev->path, &dlen);
-		if (dom == NULL || !conf_relay_domain_match(s->r->conf, dom, dlen)) {
+		if (dom == NULL || !conf_relay_domain_match(s->sv->conf, dom, dlen)) {
 			char a[128];
 			log_info("r%u s=%016llx smtp_server: reject client=%s reason=relay_denied rcpt=\"%s\"",
-				 s->r->id, (unsigned long long)s->id, s->peer_str,
+				 s->sv->r.id, (unsigned long long)s->id, s->peer_str,
 				 rm_printable(a, sizeof(a), ev->path->addr, ev->path->len, 100));
 			return SMTP_REPLY_RELAY_DENIED;
 		}
 	}
 	if (s->n_rcpts == s->cap_rcpts) {
 		size_t cap = s->cap_rcpts ? s->cap_rcpts * 2 : 8;
-		if (cap > s->r->conf->recipient_limit)
-			cap = s->r->conf->recipient_limit;
+		if (cap > s->sv->conf->recipient_limit)
+			cap = s->sv->conf->recipient_limit;
 		if (cap <= s->n_rcpts)
 			return SMTP_REPLY_TOO_MANY_RCPT;
 		rr = realloc(s->rcpts, cap * sizeof(*rr));
@@ -267,8 +271,8 @@ static enum smtp_reply_id on_data_begin(struct session *s)
 	const char *for_rcpt = NULL;
 	int n;
 
-	if (spool_msg_begin(s->r->shard, &s->msg, &err) < 0) {
-		log_warn("r%u s=%016llx %s", s->r->id, (unsigned long long)s->id, err.msg);
+	if (spool_msg_begin(s->sv->shard, &s->msg, &err) < 0) {
+		log_warn("r%u s=%016llx %s", s->sv->r.id, (unsigned long long)s->id, err.msg);
 		s->msg = NULL;
 		return SMTP_REPLY_NO_STORAGE;
 	}
@@ -280,7 +284,7 @@ static enum smtp_reply_id on_data_begin(struct session *s)
 				 spool_msg_id(s->msg), for_rcpt, date);
 	if (n < 0 || spool_msg_write(s->msg, hdr, (size_t)n, &err) < 0) {
 		if (err.msg[0])
-			log_warn("r%u s=%016llx q=%s %s", s->r->id, (unsigned long long)s->id,
+			log_warn("r%u s=%016llx q=%s %s", s->sv->r.id, (unsigned long long)s->id,
 				 spool_msg_id(s->msg), err.msg);
 		msg_drop(s);
 		return SMTP_REPLY_NO_STORAGE;
@@ -296,7 +300,7 @@ static void on_body(struct session *s, const struct smtp_server_ev *ev)
 		return;
 	s->msg_err = spool_msg_write(s->msg, ev->data, ev->len, &err);
 	if (s->msg_err < 0)
-		log_warn("r%u s=%016llx q=%s %s", s->r->id, (unsigned long long)s->id,
+		log_warn("r%u s=%016llx q=%s %s", s->sv->r.id, (unsigned long long)s->id,
 			 spool_msg_id(s->msg), err.msg);
 }
 
@@ -341,7 +345,7 @@ static void on_data_end(struct session *s)
 	if (rc != rc_small)
 		free(rc);
 	if (rc_end < 0) {
-		log_warn("r%u s=%016llx %s", s->r->id, (unsigned long long)s->id, err.msg);
+		log_warn("r%u s=%016llx %s", s->sv->r.id, (unsigned long long)s->id, err.msg);
 		smtp_server_answer(&s->srv, SMTP_REPLY_NO_STORAGE, NULL);
 		return;
 	}
@@ -356,10 +360,10 @@ void session_commit_done(void *owner, const char *queue_id, int status)
 	if (status == 0) {
 		s->n_msgs++;
 		log_info("r%u s=%016llx q=%s smtp_server: accepted client=%s from=<%s> nrcpt=%zu",
-			 s->r->id, (unsigned long long)s->id, queue_id, s->peer_str,
+			 s->sv->r.id, (unsigned long long)s->id, queue_id, s->peer_str,
 			 s->mail_path ? s->mail_path->addr : "", s->n_rcpts);
 	} else {
-		log_warn("r%u s=%016llx q=%s smtp_server: commit failed: %s", s->r->id,
+		log_warn("r%u s=%016llx q=%s smtp_server: commit failed: %s", s->sv->r.id,
 			 (unsigned long long)s->id, queue_id, spool_strerror(status));
 	}
 	if (s->is_closing) {
@@ -369,7 +373,7 @@ void session_commit_done(void *owner, const char *queue_id, int status)
 	txn_reset(s);
 	smtp_server_answer(&s->srv, status == 0 ? SMTP_REPLY_QUEUED : SMTP_REPLY_NO_STORAGE,
 			   queue_id);
-	s->deadline_ms = s->r->now_ms + (int64_t)s->r->conf->smtpd_timeout_ms;
+	s->deadline_ms = s->sv->r.now_ms + (int64_t)s->sv->conf->smtpd_timeout_ms;
 	pump(s);
 }
 
@@ -378,7 +382,7 @@ static void on_reject(struct session *s, const struct smtp_server_ev *ev)
 	const struct smtp_proto_reply *rp = smtp_proto_reply(ev->reply);
 
 	log_info("r%u s=%016llx smtp_server: reject client=%s reason=%s reply=%u sample=\"%s\"",
-		 s->r->id, (unsigned long long)s->id, s->peer_str,
+		 s->sv->r.id, (unsigned long long)s->id, s->peer_str,
 		 ev->reason ? ev->reason : "-", rp->code, ev->sample ? ev->sample : "");
 }
 
@@ -413,7 +417,7 @@ static void handle(struct session *s, const struct smtp_server_ev *ev)
 		break;
 	case SMTP_SERVER_EV_DATA_ABORT:
 		log_info("r%u s=%016llx smtp_server: message aborted client=%s reason=%s",
-			 s->r->id, (unsigned long long)s->id, s->peer_str,
+			 s->sv->r.id, (unsigned long long)s->id, s->peer_str,
 			 ev->reason ? ev->reason : "-");
 		msg_drop(s);
 		break;
@@ -437,7 +441,7 @@ static void pump(struct session *s)
 
 	while (!s->is_closing) {
 		if (s->in_bid >= 0) {
-			size_t n = smtp_server_feed(&s->srv, reactor_buf(s->r, (unsigned)s->in_bid) +
+			size_t n = smtp_server_feed(&s->srv, reactor_buf(&s->sv->r, (unsigned)s->in_bid) +
 						    s->in_off, s->in_len);
 			s->in_off += (uint32_t)n;
 			s->in_len -= (uint32_t)n;
@@ -471,7 +475,7 @@ static void pump(struct session *s)
 	}
 }
 
-void session_accept(struct reactor *r, int fd, const struct sockaddr *peer,
+void session_accept(struct server *r, int fd, const struct sockaddr *peer,
 		    socklen_t peer_len)
 {
 	struct smtp_server_limits lim;
@@ -488,15 +492,15 @@ void session_accept(struct reactor *r, int fd, const struct sockaddr *peer,
 	 * ACK, adding up to 40 ms per round trip. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
 	memset(s, 0, offsetof(struct session, srv));
-	s->r = r;
+	s->sv = r;
 	s->fd = fd;
 	s->in_bid = -1;
-	s->id = ((uint64_t)r->id << 56) ^ ((uint64_t)time(NULL) << 24) ^ ++r->next_session_id;
+	s->id = ((uint64_t)r->r.id << 56) ^ ((uint64_t)time(NULL) << 24) ^ ++r->next_session_id;
 	memcpy(&s->peer, peer, peer_len < sizeof(s->peer) ? peer_len : sizeof(s->peer));
 	net_addr_str(peer, s->peer_str, sizeof(s->peer_str));
 	s->is_mynetworks = conf_mynetworks_match(r->conf, peer);
 	rm_buf_init(&s->strs, (size_t)r->conf->recipient_limit * 2048u + 4096u);
-	s->deadline_ms = r->now_ms + (int64_t)r->conf->smtpd_timeout_ms;
+	s->deadline_ms = r->r.now_ms + (int64_t)r->conf->smtpd_timeout_ms;
 
 	smtp_server_limits_default(&lim);
 	lim.hostname = r->conf->myhostname;
@@ -514,15 +518,15 @@ void session_accept(struct reactor *r, int fd, const struct sockaddr *peer,
 
 	rc = net_conn_acquire(peer, r->conf->max_connections, r->conf->max_connections_per_ip);
 	if (rc < 0) {
-		log_info("r%u s=%016llx smtp_server: reject client=%s reason=%s", r->id,
+		log_info("r%u s=%016llx smtp_server: reject client=%s reason=%s", r->r.id,
 			 (unsigned long long)s->id, s->peer_str,
 			 rc == -EUSERS ? "max_connections_per_ip" : "max_connections");
 		smtp_server_start(&s->srv, SMTP_REPLY_TOO_MANY_CONN);
 	} else {
 		s->is_counted = true;
-		log_info("r%u s=%016llx smtp_server: connect client=%s", r->id,
+		log_info("r%u s=%016llx smtp_server: connect client=%s", r->r.id,
 			 (unsigned long long)s->id, s->peer_str);
-		smtp_server_start(&s->srv, r->stopping ? SMTP_REPLY_SHUTDOWN : SMTP_REPLY_GREETING);
+		smtp_server_start(&s->srv, r->r.is_stopping ? SMTP_REPLY_SHUTDOWN : SMTP_REPLY_GREETING);
 	}
 	pump(s);
 }
@@ -533,21 +537,21 @@ void session_on_recv(struct session *s, int res, unsigned cqe_flags)
 	s->recv_armed = false;
 	if (s->is_closing) {
 		if (res > 0 && (cqe_flags & IORING_CQE_F_BUFFER))
-			reactor_buf_put(s->r, cqe_flags >> IORING_CQE_BUFFER_SHIFT);
+			reactor_buf_put(&s->sv->r, cqe_flags >> IORING_CQE_BUFFER_SHIFT);
 		finish(s);
 		return;
 	}
 	if (res == -ENOBUFS) {
 		/* No receive buffer free: park until one comes back. */
 		s->is_starved = true;
-		s->starved_next = s->r->starved;
-		s->r->starved = s;
+		s->starved_next = s->sv->starved;
+		s->sv->starved = s;
 		return;
 	}
 	if (res <= 0) {
 		if (res < 0 && res != -ECONNRESET && res != -EPIPE)
 			log_info("r%u s=%016llx smtp_server: receive failed client=%s error=%s",
-				 s->r->id, (unsigned long long)s->id, s->peer_str, strerror(-res));
+				 s->sv->r.id, (unsigned long long)s->id, s->peer_str, strerror(-res));
 		smtp_server_eof(&s->srv);
 		pump(s);        /* ends in CLOSE; s may be freed now */
 		return;
@@ -555,7 +559,7 @@ void session_on_recv(struct session *s, int res, unsigned cqe_flags)
 	s->in_bid = (int)(cqe_flags >> IORING_CQE_BUFFER_SHIFT);
 	s->in_off = 0;
 	s->in_len = (uint32_t)res;
-	s->deadline_ms = s->r->now_ms + (int64_t)s->r->conf->smtpd_timeout_ms;
+	s->deadline_ms = s->sv->r.now_ms + (int64_t)s->sv->conf->smtpd_timeout_ms;
 	pump(s);
 }
 
@@ -585,12 +589,6 @@ void session_on_send(struct session *s, int res)
 	pump(s);
 }
 
-void session_on_aux(struct session *s)
-{
-	s->inflight--;
-	finish(s);
-}
-
 void session_wake(struct session *s)
 {
 	s->is_starved = false;
@@ -606,10 +604,10 @@ void session_tick(struct session *s, int64_t now_ms)
 		close_now(s);
 		return;
 	}
-	log_info("r%u s=%016llx smtp_server: timeout client=%s action=\"%s\"", s->r->id,
+	log_info("r%u s=%016llx smtp_server: timeout client=%s action=\"%s\"", s->sv->r.id,
 		 (unsigned long long)s->id, s->peer_str, smtp_server_action(&s->srv));
 	/* One more period to deliver the 421, then cut. */
-	s->deadline_ms = now_ms + (int64_t)s->r->conf->smtpd_timeout_ms;
+	s->deadline_ms = now_ms + (int64_t)s->sv->conf->smtpd_timeout_ms;
 	smtp_server_timeout(&s->srv);
 	pump(s);
 }

@@ -1,27 +1,29 @@
 /*
- * reactor.h - one io_uring event loop per CPU core, shared-nothing.
+ * reactor.h - one io_uring event loop per thread, generic: the daemon
+ * (server.c) and ringmta-bench (bench/) both run on it.
  *
- * Design. Each reactor is a thread that owns one ring, its SO_REUSEPORT
- * listening sockets (bound by main before privileges are dropped), a
- * provided-buffer ring for receives, its sessions and its spool shard. No
- * state is shared with other reactors except the process-wide connection
- * counts (net.h, a mutex per accept/close) and the LMDB environment (LMDB
- * serialises the one write transaction per group commit).
+ * Design. A reactor is a thread that owns one ring and a provided-buffer
+ * ring for receives. Everything it runs is told apart by the user_data of
+ * its submissions: pointer | op, pointers 16-byte aligned so the low 4 bits
+ * hold the op. The owner registers one completion handler per op
+ * (reactor_on) and a few hooks (struct reactor_hooks); the reactor itself
+ * uses the ops REACTOR_OP_TIMER, REACTOR_OP_WAKE and REACTOR_OP_IGNORE.
  *
- * Every submission carries user_data = pointer | op (pointers are 16-byte
- * aligned, so the low 4 bits hold the op); completions are dispatched by op.
- *
- * The loop: wait for >= 1 completion, handle every completion in the CQ,
- * then start the group commit for all messages completed in this iteration
- * (one IORING_OP_FSYNC with IORING_FSYNC_DATASYNC for the whole batch), then
+ * The loop: wait for >= 1 completion, hand every completion in the CQ to
+ * its handler, call hooks->loop_end (the daemon starts its group-commit
+ * fsync there: everything completed in one iteration shares it), then
  * submit everything in one io_uring_enter.
  *
  * Receives are single-shot with IOSQE_BUFFER_SELECT from the provided-buffer
- * ring: an idle connection holds no buffer, and a session that cannot take
- * more input simply is not re-armed (backpressure without cancelling a
- * multishot). Idle timeouts use one periodic 1 s timer per reactor that scans
- * the session list: cheaper than a linked timeout per receive, which would
- * have to be cancelled and re-armed for every packet.
+ * ring: an idle connection holds no buffer, and a connection that cannot
+ * take more input is simply not re-armed (backpressure without cancelling a
+ * multishot). Timeouts use one periodic tick per reactor (hooks->tick) that
+ * the owner uses to scan its deadlines: cheaper than a linked timeout per
+ * receive, which would be cancelled and re-armed for every packet.
+ *
+ * Threads: reactor_stop() may be called from any thread; everything else
+ * only from the reactor's own thread once it runs (the ring is
+ * IORING_SETUP_SINGLE_ISSUER where the kernel has it).
  */
 #ifndef RINGMTA_REACTOR_H
 #define RINGMTA_REACTOR_H
@@ -31,93 +33,70 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "ringmta/conf.h"
-#include "ringmta/spool.h"
 #include "ringmta/util.h"
 
-/* REACTOR_BUF_BYTES - one provided receive buffer: large enough that a
- * 100 KiB message arrives in a handful of completions. */
-#define REACTOR_BUF_BYTES (16 * 1024)
-/* REACTOR_N_BUFS - provided buffers per reactor (power of two); 4 MiB. */
-#define REACTOR_N_BUFS 256
-/* REACTOR_TICK_MS - the idle-timeout scan period. */
-#define REACTOR_TICK_MS 1000
-/* REACTOR_SHUTDOWN_GRACE_MS - how long open sessions may take to finish
- * after SIGTERM before they are cut (a message not yet answered 250 is not
- * lost: the client still holds it). */
-#define REACTOR_SHUTDOWN_GRACE_MS 10000
+/* REACTOR_DEFAULT_BUF_BYTES - one receive buffer: a 100 KiB message
+ * arrives in a handful of completions. */
+#define REACTOR_DEFAULT_BUF_BYTES (16 * 1024)
+/* REACTOR_DEFAULT_N_BUFS - receive buffers per reactor (a power of two). */
+#define REACTOR_DEFAULT_N_BUFS 256
+/* REACTOR_DEFAULT_TICK_MS - the tick period. */
+#define REACTOR_DEFAULT_TICK_MS 1000
 
-enum reactor_op {
-	REACTOR_OP_ACCEPT = 1,
-	REACTOR_OP_RECV,
-	REACTOR_OP_SEND,
-	REACTOR_OP_TIMER,
-	REACTOR_OP_FSYNC,
-	REACTOR_OP_WAKE,
-	REACTOR_OP_CANCEL,
-};
+/* Ops 1..REACTOR_OP_USER_MAX are the owner's; the rest are the reactor's. */
+#define REACTOR_OP_USER_MAX 12
+#define REACTOR_OP_TIMER 13
+#define REACTOR_OP_WAKE 14
+#define REACTOR_OP_IGNORE 15    /* completions nobody needs (cancels) */
 #define REACTOR_OP_MASK 15u
 
-struct session;
+struct reactor;
 
-/* struct reactor_listener - one listening socket of one reactor. */
-struct reactor_listener {
-	int fd;
-	enum conf_listen_role role;
-	bool armed;
-} __attribute__((aligned(16)));
+/* reactor_cqe_fn - handles one completion of op for the object obj. */
+typedef void reactor_cqe_fn(struct reactor *r, void *obj, struct io_uring_cqe *cqe);
 
-struct reactor {
-	unsigned id;
-	const struct conf *conf;
-	struct io_uring ring;
-	bool ring_ok;
-	pthread_t thread;
-
-	struct io_uring_buf_ring *br;   /* provided-buffer ring */
-	uint8_t *bufs;                  /* REACTOR_N_BUFS * REACTOR_BUF_BYTES */
-	unsigned bufs_free;             /* buffers currently in the ring */
-
-	struct reactor_listener *listeners;
-	unsigned n_listeners;
-
-	struct spool_shard *shard;
-	bool fsync_inflight;
-	bool durable;                   /* durability = batch */
-
-	struct session *sessions;       /* doubly linked list of open sessions */
-	unsigned n_sessions;
-	struct session *starved;        /* sessions waiting for a receive buffer */
-
-	uint64_t next_session_id;
-	int64_t now_ms;                 /* CLOCK_MONOTONIC, updated once per loop */
-	int wake_fd;                    /* eventfd: main writes to it on SIGTERM */
-	uint64_t wake_val;
-	struct __kernel_timespec tick;
-	bool stopping;
-	int64_t stop_deadline_ms;
-	int exit_code;
-	char tag[16] __attribute__((aligned(16)));   /* op tag anchor for the reactor itself */
+/* struct reactor_hooks - the owner's part of the loop; any may be NULL. */
+struct reactor_hooks {
+	int (*start)(struct reactor *r);     /* in the thread, ring ready: arm first ops; < 0 aborts */
+	void (*loop_end)(struct reactor *r); /* after each batch of completions */
+	void (*tick)(struct reactor *r);     /* every tick_ms */
+	void (*stop)(struct reactor *r);     /* reactor_stop() was called */
+	bool (*is_done)(struct reactor *r);  /* after stop: may the loop exit? (NULL: yes) */
+	void (*finish)(struct reactor *r);   /* in the thread, before the ring goes */
+	void (*buf_free)(struct reactor *r); /* a receive buffer went back to the ring */
 };
 
-/*
- * reactor_init - set up r (caller-owned) as reactor id with the given
- * already-bound listening sockets (owned by r afterwards) and spool. Does
- * not create the ring: that happens in the thread. Returns 0 or -errno.
- */
-int reactor_init(struct reactor *r, unsigned id, const struct conf *conf,
-		 struct spool *sp, const int *listen_fds,
-		 const enum conf_listen_role *roles, unsigned n_listen,
-		 struct rm_err *err);
+/* struct reactor_opts - reactor_init()'s settings; 0 means the default. */
+struct reactor_opts {
+	unsigned id;
+	unsigned n_bufs;           /* power of two */
+	unsigned buf_bytes;
+	unsigned tick_ms;
+	const struct reactor_hooks *hooks;
+	void *ctx;                 /* the owner's, as r->ctx */
+};
 
-/* reactor_start - start r's thread. Returns 0 or -errno. */
-int reactor_start(struct reactor *r, struct rm_err *err);
-
-/* reactor_stop - ask r to stop (thread-safe; from the signal thread). */
-void reactor_stop(struct reactor *r);
-
-/* reactor_join - wait for r's thread; returns its exit code (0 = clean). */
-int reactor_join(struct reactor *r);
+struct reactor {
+	unsigned id;                    /* read-only */
+	void *ctx;                      /* read-only: the owner's context */
+	int64_t now_ms;                 /* CLOCK_MONOTONIC, updated once per loop */
+	bool is_stopping;               /* reactor_stop() seen */
+	struct io_uring ring;
+	/* private below */
+	const struct reactor_hooks *hooks;
+	reactor_cqe_fn *ops[REACTOR_OP_MASK + 1];
+	bool ring_ok;
+	pthread_t thread;
+	struct io_uring_buf_ring *br;
+	uint8_t *bufs;
+	unsigned n_bufs, buf_bytes;
+	unsigned tick_ms;
+	struct __kernel_timespec tick;
+	int wake_fd;
+	uint64_t wake_val;
+	int exit_code;
+	char anchor[16] __attribute__((aligned(16)));
+};
 
 /*
  * reactor_probe - check that io_uring works here at all. Returns 0, or a
@@ -126,14 +105,40 @@ int reactor_join(struct reactor *r);
  */
 int reactor_probe(struct rm_err *err);
 
-/* Helpers for session.c: all submissions go through these. */
+/*
+ * reactor_init - set up r (caller-owned storage). The ring itself is made
+ * in the thread (reactor_start). Returns 0 or -errno (err filled).
+ */
+int reactor_init(struct reactor *r, const struct reactor_opts *o, struct rm_err *err);
+
+/* reactor_on - fn handles completions tagged op (1..REACTOR_OP_USER_MAX). */
+void reactor_on(struct reactor *r, unsigned op, reactor_cqe_fn *fn);
+
+/* reactor_start - start r's thread. Returns 0 or -errno. */
+int reactor_start(struct reactor *r, struct rm_err *err);
+/* reactor_stop - ask r to stop: hooks->stop runs in its thread. Any thread. */
+void reactor_stop(struct reactor *r);
+/* reactor_join - wait for r's thread, free its resources; its exit code. */
+int reactor_join(struct reactor *r);
+/* reactor_fail - end r's loop now with exit code 1 (a fatal error). */
+void reactor_fail(struct reactor *r);
+
+/* reactor_sqe - a submission entry; never NULL (submits when the SQ is full). */
 struct io_uring_sqe *reactor_sqe(struct reactor *r);
-void reactor_recv(struct reactor *r, struct session *s, int fd);
-void reactor_send(struct reactor *r, struct session *s, int fd,
-		  const void *p, size_t len);
+/* reactor_tag - the user_data of obj|op (for cancels). */
+static inline uint64_t reactor_tag(const void *obj, unsigned op)
+{
+	return (uint64_t)(uintptr_t)obj | op;
+}
+/* reactor_sqe_tag - tag sqe with obj (16-byte aligned) and op. */
+void reactor_sqe_tag(struct io_uring_sqe *sqe, const void *obj, unsigned op);
+/* reactor_recv - a receive on fd into a provided buffer, tagged obj|op. The
+ * completion has IORING_CQE_F_BUFFER and the buffer id in cqe->flags >>
+ * IORING_CQE_BUFFER_SHIFT when res > 0; -ENOBUFS when none was free. */
+void reactor_recv(struct reactor *r, const void *obj, unsigned op, int fd);
 /* reactor_buf - the bytes of provided buffer bid. */
 uint8_t *reactor_buf(struct reactor *r, unsigned bid);
-/* reactor_buf_put - give buffer bid back to the kernel's ring. */
+/* reactor_buf_put - give buffer bid back to the ring; calls hooks->buf_free. */
 void reactor_buf_put(struct reactor *r, unsigned bid);
 
 #endif

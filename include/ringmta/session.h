@@ -9,24 +9,22 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-struct reactor;
+struct server;
 struct session;
 
 /*
- * session_accept - a new connection fd from listener role on reactor r.
+ * session_accept - a new connection fd accepted by sv.
  * Takes ownership of fd (closed on any failure). peer is the client
  * address. Applies max_connections / max_connections_per_ip (a 421 reply,
  * then close).
  */
-void session_accept(struct reactor *r, int fd, const struct sockaddr *peer,
+void session_accept(struct server *sv, int fd, const struct sockaddr *peer,
 		    socklen_t peer_len);
 
 /* session_on_recv - completion of a receive (res as in the CQE). */
 void session_on_recv(struct session *s, int res, unsigned cqe_flags);
 /* session_on_send - completion of a send. */
 void session_on_send(struct session *s, int res);
-/* session_on_cancel - completion of a cancel/aux op that counted in flight. */
-void session_on_aux(struct session *s);
 
 /* session_tick - idle-timeout check at now_ms. */
 void session_tick(struct session *s, int64_t now_ms);

@@ -1,0 +1,246 @@
+/*
+ * server - the daemon on one reactor: accept, the session list, shutdown,
+ *          and the group commit of the reactor's spool shard.
+ *
+ * Owns: the reactor's listening sockets, its session list (sessions free
+ *       themselves; the list is how shutdown and the tick reach them), its
+ *       spool shard, the one fsync in flight.
+ * Must not: parse SMTP (smtp_server) or touch another reactor's state.
+ * Interface: include/ringmta/server.h
+ * Limits: connections via net_conn_acquire (max_connections,
+ *         max_connections_per_ip); one fsync in flight; shutdown grace
+ *         SERVER_SHUTDOWN_GRACE_MS.
+ * Errors: a failed accept is logged and re-armed; a failed fsync fails the
+ *         batch (452 4.3.1 to its sessions) and the spool moves to a new
+ *         segment; the reactor keeps serving.
+ */
+#include "ringmta/server.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "ringmta/log.h"
+#include "ringmta/session.h"
+
+static void arm_accept(struct server *sv, struct server_listener *l)
+{
+	struct io_uring_sqe *sqe = reactor_sqe(&sv->r);
+
+	io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	reactor_sqe_tag(sqe, l, SERVER_OP_ACCEPT);
+	l->is_armed = true;
+}
+
+static void on_accept(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
+{
+	struct server *sv = server_of(r);
+	struct server_listener *l = obj;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	int fd = cqe->res;
+
+	if (!(cqe->flags & IORING_CQE_F_MORE))
+		l->is_armed = false;
+	if (fd >= 0) {
+		if (r->is_stopping || getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
+			close(fd);
+		else
+			session_accept(sv, fd, (struct sockaddr *)&ss, sl);
+	} else if (fd != -ECANCELED && fd != -EAGAIN && fd != -ECONNABORTED) {
+		log_warn("r%u server: accept: %s", r->id, strerror(-fd));
+	}
+	if (l->is_armed)
+		return;
+	if (!r->is_stopping) {
+		arm_accept(sv, l);
+	} else if (l->fd >= 0) {
+		close(l->fd);
+		l->fd = -1;
+	}
+}
+
+/* loop_end - start the fsync for everything completed since the last. */
+static void loop_end(struct reactor *r)
+{
+	struct server *sv = server_of(r);
+	struct rm_err err = { 0, "" };
+	int fd;
+
+	while (!sv->is_fsync_inflight) {
+		fd = spool_shard_sync_begin(sv->shard);
+		if (fd < 0)
+			return;
+		if (!sv->is_durable) {
+			/* durability = none: the relaxed benchmark mode, no fsync. */
+			spool_shard_sync_end(sv->shard, 0, session_commit_done, &err);
+			continue;
+		}
+		struct io_uring_sqe *sqe = reactor_sqe(r);
+		io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
+		reactor_sqe_tag(sqe, sv->anchor, SERVER_OP_FSYNC);
+		sv->is_fsync_inflight = true;
+	}
+}
+
+static void on_fsync(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
+{
+	struct server *sv = server_of(r);
+	struct rm_err err = { 0, "" };
+
+	(void)obj;
+	sv->is_fsync_inflight = false;
+	if (cqe->res < 0)
+		log_warn("r%u spool: fdatasync: %s", r->id, strerror(-cqe->res));
+	spool_shard_sync_end(sv->shard, cqe->res, session_commit_done, &err);
+	if (err.code < 0)
+		log_warn("r%u %s", r->id, err.msg);
+}
+
+static void on_recv(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
+{
+	(void)r;
+	session_on_recv(obj, cqe->res, cqe->flags);
+}
+
+static void on_send(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
+{
+	(void)r;
+	session_on_send(obj, cqe->res);
+}
+
+static int start(struct reactor *r)
+{
+	struct server *sv = server_of(r);
+
+	for (unsigned i = 0; i < sv->n_listeners; i++)
+		arm_accept(sv, &sv->listeners[i]);
+	log_info("r%u server: started listeners=%u", r->id, sv->n_listeners);
+	return 0;
+}
+
+/* stop - SIGTERM: stop accepting, 421 every session at its next boundary. */
+static void stop(struct reactor *r)
+{
+	struct server *sv = server_of(r);
+	struct session *s, *next;
+
+	sv->stop_deadline_ms = r->now_ms + SERVER_SHUTDOWN_GRACE_MS;
+	for (unsigned i = 0; i < sv->n_listeners; i++) {
+		struct server_listener *l = &sv->listeners[i];
+		if (l->is_armed) {
+			struct io_uring_sqe *sqe = reactor_sqe(r);
+			io_uring_prep_cancel64(sqe, reactor_tag(l, SERVER_OP_ACCEPT), 0);
+			reactor_sqe_tag(sqe, sv->anchor, REACTOR_OP_IGNORE);
+		} else if (l->fd >= 0) {
+			close(l->fd);
+			l->fd = -1;
+		}
+	}
+	for (s = sv->sessions; s != NULL; s = next) {
+		next = session_list_next(s);
+		session_shutdown(s);
+	}
+}
+
+static bool is_done(struct reactor *r)
+{
+	struct server *sv = server_of(r);
+
+	return sv->n_sessions == 0 && !sv->is_fsync_inflight;
+}
+
+static void tick(struct reactor *r)
+{
+	struct server *sv = server_of(r);
+	struct session *s, *next;
+	bool cut = r->is_stopping && r->now_ms >= sv->stop_deadline_ms;
+
+	for (s = sv->sessions; s != NULL; s = next) {
+		next = session_list_next(s);
+		if (cut)
+			session_kill(s);
+		else
+			session_tick(s, r->now_ms);
+	}
+}
+
+static void buf_free(struct reactor *r)
+{
+	struct server *sv = server_of(r);
+	struct session *s = sv->starved;
+
+	/* A session parked on -ENOBUFS gets this buffer. */
+	if (s != NULL) {
+		sv->starved = *session_starved_link(s);
+		*session_starved_link(s) = NULL;
+		session_wake(s);
+	}
+}
+
+static void finish(struct reactor *r)
+{
+	struct server *sv = server_of(r);
+
+	for (unsigned i = 0; i < sv->n_listeners; i++) {
+		if (sv->listeners[i].fd >= 0) {
+			close(sv->listeners[i].fd);
+			sv->listeners[i].fd = -1;
+		}
+	}
+	spool_shard_close(sv->shard);
+	sv->shard = NULL;
+	log_info("r%u server: stopped", r->id);
+}
+
+static const struct reactor_hooks server_hooks = {
+	.start = start,
+	.loop_end = loop_end,
+	.tick = tick,
+	.stop = stop,
+	.is_done = is_done,
+	.finish = finish,
+	.buf_free = buf_free,
+};
+
+int server_init(struct server *sv, unsigned id, const struct conf *conf,
+		struct spool *sp, const int *listen_fds,
+		const enum conf_listen_role *roles, unsigned n_listen,
+		struct rm_err *err)
+{
+	struct reactor_opts o;
+	int rc;
+
+	memset(sv, 0, sizeof(*sv));
+	memset(&o, 0, sizeof(o));
+	o.id = id;
+	o.hooks = &server_hooks;
+	o.ctx = sv;
+	rc = reactor_init(&sv->r, &o, err);
+	if (rc < 0)
+		return rc;
+	reactor_on(&sv->r, SERVER_OP_ACCEPT, on_accept);
+	reactor_on(&sv->r, SERVER_OP_RECV, on_recv);
+	reactor_on(&sv->r, SERVER_OP_SEND, on_send);
+	reactor_on(&sv->r, SERVER_OP_FSYNC, on_fsync);
+	sv->conf = conf;
+	sv->is_durable = conf->durability == CONF_DURABILITY_BATCH;
+	sv->listeners = aligned_alloc(16, sizeof(*sv->listeners) * (n_listen ? n_listen : 1));
+	if (sv->listeners == NULL)
+		return rm_err_set(err, -ENOMEM, "server %u: out of memory", id);
+	for (unsigned i = 0; i < n_listen; i++) {
+		sv->listeners[i].fd = listen_fds[i];
+		sv->listeners[i].role = roles[i];
+		sv->listeners[i].is_armed = false;
+	}
+	sv->n_listeners = n_listen;
+	return spool_shard_open(sp, id, &sv->shard, err);
+}
+
+void server_fini(struct server *sv)
+{
+	free(sv->listeners);
+	sv->listeners = NULL;
+}
