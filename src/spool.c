@@ -77,7 +77,7 @@
 #define FREE_MSGS 64u
 /* REBUILD_BUCKETS - hash buckets for uncommitted messages during a scan. */
 #define REBUILD_BUCKETS 4096u
-#define MARKER_NAME "index.clean"
+#define MARKER_NAME "clean"		/* in index/, which is ours */
 #define MARKER_TEXT "ringmta spool index clean at txnid "
 #define LOCK_NAME "spool.lock"
 #define SEG_NAME_FMT "%03u-%010" PRIu64 ".seg"
@@ -2368,14 +2368,21 @@ static int rebuild(struct spool *sp, struct rm_err *err)
 	return 0;
 }
 
-/* mkdir_owned - mkdirat that chowns what it creates; *made says if it did. */
-static int mkdir_owned(struct spool *sp, int dfd, const char *name, bool *made)
+/*
+ * mkdir_owned - mkdirat that chowns what it creates, and with is_ours
+ * also what it finds (seg/ and index/ are ours; the top directory may be
+ * one the operator made, such as a mount point). *made says if it did.
+ */
+static int mkdir_owned(struct spool *sp, int dfd, const char *name,
+		       bool is_ours, bool *made)
 {
 	if (mkdirat(dfd, name, 0750) == 0) {
 		*made = true;
 		return own_at(sp, dfd, name);
 	}
-	return errno == EEXIST ? 0 : -errno;
+	if (errno != EEXIST)
+		return -errno;
+	return is_ours ? own_at(sp, dfd, name) : 0;
 }
 
 static int open_dirs(struct spool *sp, struct rm_err *err)
@@ -2383,13 +2390,13 @@ static int open_dirs(struct spool *sp, struct rm_err *err)
 	bool made = false;
 	int rc;
 
-	if (!sp->o.read_only && (rc = mkdir_owned(sp, AT_FDCWD, sp->dir, &made)) < 0)
+	if (!sp->o.read_only && (rc = mkdir_owned(sp, AT_FDCWD, sp->dir, false, &made)) < 0)
 		return rm_err_set(err, rc, "spool: mkdir %s: %s", sp->dir, strerror(-rc));
 	if ((sp->dir_fd = open(sp->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 		return sys_err(err, "open", sp->dir);
 	if (!sp->o.read_only &&
-	    ((rc = mkdir_owned(sp, sp->dir_fd, "seg", &made)) < 0 ||
-	     (rc = mkdir_owned(sp, sp->dir_fd, "index", &made)) < 0))
+	    ((rc = mkdir_owned(sp, sp->dir_fd, "seg", true, &made)) < 0 ||
+	     (rc = mkdir_owned(sp, sp->dir_fd, "index", true, &made)) < 0))
 		return rm_err_set(err, rc, "spool: mkdir in %s: %s", sp->dir,
 				  strerror(-rc));
 	if (made && fsync(sp->dir_fd) < 0)
@@ -2423,7 +2430,7 @@ static size_t marker_read(struct spool *sp)
 	char text[128];
 	unsigned long long txnid = 0;
 	ssize_t n;
-	int fd = openat(sp->dir_fd, MARKER_NAME, O_RDONLY | O_CLOEXEC);
+	int fd = openat(sp->index_fd, MARKER_NAME, O_RDONLY | O_CLOEXEC);
 
 	if (fd < 0)
 		return 0;
@@ -2450,8 +2457,8 @@ static int open_rw(struct spool *sp, struct rm_err *err)
 	if (txnid != 0) {
 		/* durably gone before the first NOSYNC commit, or a crash
 		 * later would leave a marker in front of a torn index */
-		if (unlinkat(sp->dir_fd, MARKER_NAME, 0) < 0 || fsync(sp->dir_fd) < 0)
-			return sys_err(err, "remove", MARKER_NAME);
+		if (unlinkat(sp->index_fd, MARKER_NAME, 0) < 0 || fsync(sp->index_fd) < 0)
+			return sys_err(err, "remove", "index/" MARKER_NAME);
 		if (txnid != SIZE_MAX && env_open(sp, txnid, err) == 0)
 			return index_own(sp, err);
 	}
@@ -2539,7 +2546,7 @@ static int marker_write(struct spool *sp, size_t txnid)
 {
 	char text[128];
 	int len = snprintf(text, sizeof(text), MARKER_TEXT "%zu\n", txnid);
-	int fd = openat(sp->dir_fd, MARKER_NAME,
+	int fd = openat(sp->index_fd, MARKER_NAME,
 			O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
 	int rc = 0;
 
@@ -2548,10 +2555,10 @@ static int marker_write(struct spool *sp, size_t txnid)
 	if (write(fd, text, (size_t)len) != len || own_fd(sp, fd) < 0 || fsync(fd) < 0)
 		rc = -EIO;
 	close(fd);
-	if (rc == 0 && fsync(sp->dir_fd) < 0)
+	if (rc == 0 && fsync(sp->index_fd) < 0)
 		rc = -errno;
 	if (rc < 0)
-		unlinkat(sp->dir_fd, MARKER_NAME, 0);
+		unlinkat(sp->index_fd, MARKER_NAME, 0);
 	return rc;
 }
 

@@ -36,7 +36,7 @@
  * The index. LMDB is opened with MDB_NOSYNC: a commit only copies pages
  * into the page cache and never blocks the reactor on the disk. The index
  * is durable only at spool_close(), which runs mdb_env_sync(env, 1) and
- * then creates the marker file <dir>/index.clean (fsynced, with the
+ * then creates the marker file <dir>/index/clean (fsynced, with the
  * directory) naming the last LMDB txn id. spool_open() removes the marker
  * (and fsyncs the directory) before it writes anything, and trusts the
  * index only if its last txn id is the one the marker names, so a deleted
@@ -80,13 +80,16 @@
  * across shards and restarts and sort in arrival order; the index keys
  * messages by the big-endian value.
  *
- * Layout. <dir>/seg/ (segments), <dir>/index/ (data.mdb, lock.mdb),
- * <dir>/index.clean (the marker). Directories are 0750, files 0640 except
- * lock.mdb, 0660: a reader such as `ringmta queue list` must be able to
- * write its reader slot into the lock file. When spool_open() is given a
- * uid or gid it chowns everything it creates, so a daemon that opens the
- * spool as root and drops privileges later can still use it; a read-only
- * open by root chowns a lock file it created to the owner of <dir>/index.
+ * Layout. <dir>/seg/ (segments), <dir>/index/ (data.mdb, lock.mdb and the
+ * marker, clean), <dir>/spool.lock. Directories are 0750, files 0640
+ * except lock.mdb, 0660: a reader such as `ringmta queue list` (root, or
+ * a member of the spool's group) must be able to write its reader slot
+ * into the lock file. When spool_open() is given a uid or gid it chowns
+ * seg/, index/, the index files, spool.lock and everything it creates, so
+ * a daemon that opens the spool as root and drops privileges later can
+ * still use it; <dir> itself is chowned only when spool_open() creates it
+ * (it may be a mount point the operator owns). A read-only open by root
+ * chowns a lock file it created to the owner of <dir>/index.
  *
  * Threads. One struct spool per process; spool_list(), spool_due(),
  * spool_read() and spool_stats() may be called from any thread at any

@@ -290,7 +290,7 @@ int main(int argc, char **argv)
 		if (it % 2 == 1) {
 			/* or not: drop the marker as a crash would */
 			char m[700];
-			snprintf(m, sizeof(m), "%s/index.clean", dir);
+			snprintf(m, sizeof(m), "%s/index/clean", dir);
 			unlink(m);
 		}
 	}

@@ -22,6 +22,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <grp.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -508,7 +509,7 @@ static void test_abort(void)
 	spool_close(sp);
 	T_CASE("abort_nothing_after_rebuild");
 	char marker[600];
-	snprintf(marker, sizeof(marker), "%s/index.clean", dir);
+	snprintf(marker, sizeof(marker), "%s/index/clean", dir);
 	T_EQ_INT(unlink(marker), 0);
 	sp = open_or_die(&o);
 	struct spool_stats st;
@@ -582,7 +583,7 @@ static void test_rotation(void)
 	spool_close(sp);
 	T_CASE("rotation_rebuild_finds_all");
 	char marker[600];
-	snprintf(marker, sizeof(marker), "%s/index.clean", dir);
+	snprintf(marker, sizeof(marker), "%s/index/clean", dir);
 	unlink(marker);
 	sp = open_or_die(&o);
 	struct listing l = list(sp);
@@ -782,7 +783,7 @@ static void test_damage(void)
 		spool_close(sp);
 		/* recovery is idempotent: a second rebuild finds the same */
 		char marker[600];
-		snprintf(marker, sizeof(marker), "%s/index.clean", dir);
+		snprintf(marker, sizeof(marker), "%s/index/clean", dir);
 		T_EQ_INT(unlink(marker), 0);
 		sp = open_or_die(&o);
 		spool_stats(sp, &st);
@@ -826,7 +827,7 @@ static void test_index_damage(void)
 		spool_close(sp);
 		switch (c->what) {
 		case NO_MARKER:
-			snprintf(path, sizeof(path), "%s/index.clean", dir);
+			snprintf(path, sizeof(path), "%s/index/clean", dir);
 			T_EQ_INT(unlink(path), 0);
 			break;
 		case NO_DATA_MDB:
@@ -843,7 +844,7 @@ static void test_index_damage(void)
 			break;
 		}
 		case BAD_MARKER:
-			snprintf(path, sizeof(path), "%s/index.clean", dir);
+			snprintf(path, sizeof(path), "%s/index/clean", dir);
 			T_EQ_INT(truncate(path, 0), 0);
 			break;
 		}
@@ -909,7 +910,7 @@ static void test_map_full(void)
 	spool_close(sp);
 	T_CASE("map_full_refused_messages_stay_out_of_a_rebuild");
 	char marker[600];
-	snprintf(marker, sizeof(marker), "%s/index.clean", dir);
+	snprintf(marker, sizeof(marker), "%s/index/clean", dir);
 	T_EQ_INT(unlink(marker), 0);
 	sp = open_or_die(&o);
 	l = list(sp);
@@ -1055,7 +1056,7 @@ static void test_sync_failure(void)
 	spool_close(sp);
 	T_CASE("sync_failure_refused_messages_stay_out_of_a_rebuild");
 	char marker[600];
-	snprintf(marker, sizeof(marker), "%s/index.clean", dir);
+	snprintf(marker, sizeof(marker), "%s/index/clean", dir);
 	T_EQ_INT(unlink(marker), 0);
 	sp = open_or_die(&o);
 	l = list(sp);
@@ -1303,7 +1304,7 @@ static void test_update_and_done(void)
 	spool_shard_close(sh);
 	spool_close(sp);
 	char marker[600];
-	snprintf(marker, sizeof(marker), "%s/index.clean", dir);
+	snprintf(marker, sizeof(marker), "%s/index/clean", dir);
 	T_EQ_INT(unlink(marker), 0);
 	sp = open_or_die(&o);
 	struct spool_stats ss;
@@ -1319,6 +1320,81 @@ static void test_update_and_done(void)
 	T_EQ_INT(st.due, 12345);
 	T_EQ_INT(st.attempts[0], 0);
 	spool_close(sp);
+}
+
+static void owned_by(const char *dir, const char *rel, uid_t uid, gid_t gid, int mode)
+{
+	char path[700];
+	struct stat sb;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, rel);
+	T_CHECK(stat(path, &sb) == 0 && sb.st_uid == uid && sb.st_gid == gid &&
+		(mode < 0 || (int)(sb.st_mode & 07777) == mode),
+		"%s: got %d:%d %o, want %d:%d %o", rel, (int)sb.st_uid, (int)sb.st_gid,
+		(unsigned)(sb.st_mode & 07777), (int)uid, (int)gid, (unsigned)mode);
+}
+
+/* drop_writer - open as root for user 65534, drop privileges, then serve. */
+static void drop_writer(const char *dir, struct shared *s)
+{
+	struct spool_opts o = opts(dir);
+	struct ack a;
+
+	o.uid = 65534;
+	o.gid = 65534;
+	struct spool *sp = open_or_die(&o);
+	struct spool_shard *sh = shard_or_die(sp, 0);
+	if (setgroups(0, NULL) < 0 || setresgid(65534, 65534, 65534) < 0 ||
+	    setresuid(65534, 65534, 65534) < 0)
+		_exit(5);
+	if (put(sh, 70000, 1, 7000, &a, true) != 0 || a.status != 0)
+		_exit(6);
+	snprintf(s->id[0], SPOOL_ID_BYTES + 1, "%s", a.id);
+	s->n = 1;
+	spool_shard_close(sh);
+	spool_close(sp);
+}
+
+static void test_ownership(void)
+{
+	const char *dir = new_dir("ownership");
+	struct shared *s = shared_new();
+	struct spool_stats st;
+
+	T_CASE("ownership_root_opens_for_user_then_drops");
+	if (geteuid() != 0) {
+		printf("skip %s: not root\n", t_case);
+		return;
+	}
+	in_child(drop_writer, dir, s);
+	T_EQ_INT(s->n, 1);
+	owned_by(dir, "", 65534, 65534, 0750);
+	owned_by(dir, "seg", 65534, 65534, 0750);
+	owned_by(dir, "index", 65534, 65534, 0750);
+	owned_by(dir, "index/data.mdb", 65534, 65534, -1);
+	owned_by(dir, "index/lock.mdb", 65534, 65534, 0660);
+	owned_by(dir, "index/clean", 65534, 65534, -1);
+	owned_by(dir, "spool.lock", 65534, 65534, -1);
+	owned_by(dir, "seg/000-0000000000.seg", 65534, 65534, -1);
+	T_CASE("ownership_root_reader_keeps_lock_file_usable");
+	struct spool_opts ro = opts(dir);
+	ro.read_only = true;
+	char lock[700];
+	snprintf(lock, sizeof(lock), "%s/index/lock.mdb", dir);
+	T_EQ_INT(unlink(lock), 0);	/* as if never opened */
+	struct spool *sp = open_or_die(&ro);
+	T_EQ_INT(list(sp).n, 1);
+	check_content(sp, s->id[0], 70000, 1);
+	spool_close(sp);
+	owned_by(dir, "index/lock.mdb", 65534, 65534, -1);
+	T_CASE("ownership_clean_restart_as_user");
+	in_child(drop_writer, dir, s);
+	T_EQ_INT(s->n, 1);
+	sp = open_or_die(&ro);
+	spool_stats(sp, &st);
+	T_EQ_INT(list(sp).n, 2);
+	spool_close(sp);
+	munmap(s, sizeof(*s));
 }
 
 int main(void)
@@ -1345,6 +1421,7 @@ int main(void)
 	test_write_error();
 	test_due_and_ids();
 	test_update_and_done();
+	test_ownership();
 	if (t_failed == 0) {
 		char cmd[300];
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp_root);
