@@ -553,16 +553,17 @@ static void no_rcpt(struct smtp_client *c)
 
 static int on_data(struct smtp_client *c, unsigned cls, struct smtp_client_ev *ev)
 {
-	if (!c->is_mail_ok || c->is_txn_over)
-		return H_CONTINUE;
-	if (cls == 3 && c->n_accepted > 0) {
+	if (cls == 3 && c->n_accepted > 0 && !c->is_txn_over) {
 		c->is_data_go = true;
 		c->is_body_bol = true;
 		c->body_tail = 2;  /* as if after CRLF: an empty body is "." CRLF */
 		return H_CONTINUE;
 	}
 	if (cls == 3) {
-		/* RFC 2920 3.1: 354 with no valid recipient; end the empty message */
+		/*
+		 * RFC 2920 3.1: a 354 although MAIL or every RCPT was refused;
+		 * the server now reads data: end the empty message (as Postfix).
+		 */
 		if (c->lim.is_lmtp)  /* RFC 2033 4.2: the DATA MUST fail */
 			return fail(c, SMTP_CLIENT_FAIL_PROTOCOL, "354_without_rcpt", true, false);
 		no_rcpt(c);
@@ -570,6 +571,8 @@ static int on_data(struct smtp_client *c, unsigned cls, struct smtp_client_ev *e
 		c->pend = K_DOT;
 		return H_CONTINUE;
 	}
+	if (!c->is_mail_ok || c->is_txn_over)
+		return H_CONTINUE;  /* the MAIL reply already said it all */
 	if (c->n_accepted == 0) {
 		no_rcpt(c);
 		return H_CONTINUE;

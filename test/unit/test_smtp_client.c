@@ -174,6 +174,11 @@ static const struct scase cases[] = {
 	  "503 5.5.1 need MAIL\r\n" S_BYE, NULL, "T0 Q",
 	  C_EHLO C_MAIL0S C_RB C_DATA C_QUIT,
 	  L_READY_PIPE "MAIL 550 5.7.1 sender rejected; DONE mail_refused 0/0 0; CLOSED; " },
+	{ "MAIL refused but DATA gets 354: lone dot, no RSET", 0,
+	  S_GREET S_EHLO_PIPE "550 5.7.1 sender rejected\r\n" "503 5.5.1 need MAIL\r\n"
+	  S_GO "554 5.5.1 no valid recipients\r\n" S_BYE, NULL, "T0 Q",
+	  C_EHLO C_MAIL0S C_RB C_DATA ".\r\n" C_QUIT,
+	  L_READY_PIPE "MAIL 550 5.7.1 sender rejected; DONE mail_refused 0/0 0; CLOSED; " },
 	{ "MAIL refused (lock-step): nothing more sent", 0,
 	  S_GREET S_EHLO_PLAIN "451 4.3.0 try later\r\n" S_BYE, NULL, "T0 Q",
 	  C_EHLO C_MAIL0 C_QUIT,
@@ -823,6 +828,8 @@ static void test_begin_errors(void)
 	smtp_client_limits_default(&lim);
 	lim.max_rcpt = 2;
 	ready(&client, &lim, S_EHLO_PIPE);
+	T_EQ_INT(smtp_client_tls_done(&client), SMTP_CLIENT_E_STATE);
+	T_EQ_INT(smtp_client_body(&client, (const uint8_t *)"x", 1, true), 0);
 	t.n_rcpt = 0;
 	T_EQ_INT(smtp_client_begin_txn(&client, &t), SMTP_CLIENT_E_PARAM);
 	t = txns[3].t;  /* 3 recipients > max_rcpt 2 */
@@ -849,6 +856,10 @@ static void test_begin_errors(void)
 	t = txns[0].t;
 	t.sender = "\xc3\xa4@x.example";
 	T_EQ_INT(smtp_client_begin_txn(&client, &t), SMTP_CLIENT_E_STATE);
+	smtp_client_eof(&client);
+	T_EQ_INT(smtp_client_rset(&client), SMTP_CLIENT_E_FAILED);
+	T_EQ_INT(smtp_client_begin_txn(&client, &t), SMTP_CLIENT_E_FAILED);
+	T_EQ_INT(smtp_client_tls_done(&client), SMTP_CLIENT_E_FAILED);
 	smtp_client_fini(&client);
 	T_CHECK(smtp_client_size() == sizeof(struct smtp_client), "size");
 	T_CHECK(smtp_client_size() < 24 * 1024, "size %zu", smtp_client_size());
