@@ -318,6 +318,9 @@ void smtp_server_output_done(struct smtp_server *s, size_t n);
  * sent. A pending answer is dropped; an answer given afterwards is ignored
  * (so a commit already in flight may still answer DATA_END harmlessly:
  * a message whose DATA_END was emitted is complete and is not aborted).
+ * DATA_ABORT is only emitted for a message whose DATA_BEGIN was answered
+ * "accepted"; if eof/timeout arrives while DATA_BEGIN itself is still
+ * unanswered, the host drops whatever it opened for it.
  */
 void smtp_server_eof(struct smtp_server *s);
 
