@@ -41,10 +41,11 @@
  * come in); otherwise each command waits for the previous reply. DATA is
  * sent only when some RCPT was accepted, except when pipelined: then a 354
  * with no accepted recipient is answered with a lone "." (RFC 2920 3.1),
- * and a 554/503 is expected and not reported. After a transaction that
- * ended without its end-of-data reply (a refused RCPT set, DATA, BDAT or a
- * host abort) the client sends RSET before TXN_DONE; a refused RSET fails
- * the connection (its state is unknown).
+ * and a 554/503 is expected and not reported (a 354 after a refused MAIL
+ * gets the same dot). When MAIL was accepted but the message was not sent
+ * (every RCPT, DATA or a BDAT chunk refused, or a host abort) the client
+ * sends RSET before TXN_DONE; a refused RSET fails the connection (its
+ * state is unknown).
  *
  * Chunking (RFC 3030): when offered and lim.use_chunking, the body goes out
  * as BDAT chunks (no dot-stuffing), after the MAIL/RCPT replies are in;
