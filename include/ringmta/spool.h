@@ -95,8 +95,13 @@
  * spool_read() and spool_stats() may be called from any thread at any
  * time. A struct spool_shard and its messages belong to one thread.
  *
- * XXX segment space is never reclaimed yet: the delivery engine needs a
- * per-segment live count and a sweeper that unlinks dead segments.
+ * XXX segment space is never reclaimed yet. The safe way: per shard,
+ * unlink only the oldest segment, and only once no live message has a
+ * record in it; copy the few live messages of an old segment forward
+ * (chunks, a COMMIT with the same id, their current RCPT_STATE) so that
+ * oldest-first deletion never stalls. Deleting out of order is wrong: a
+ * DONE in a deleted segment would let a rebuild revive its message from
+ * an older one. Until then a rebuild reads every segment ever written.
  * XXX the directory fsync at segment creation runs on the calling thread
  * (once per segment_bytes); it could be a step of the sync pipeline.
  */
@@ -471,7 +476,9 @@ int spool_shard_done(struct spool_shard *sh, const char *id, void *owner,
 /*
  * spool_list - call cb for every queued message in id (arrival) order,
  * in one read txn (a consistent snapshot; the daemon keeps writing).
- * e and everything it points to are valid only during the call. cb returns
+ * e and everything it points to are valid only during the call. cb may
+ * call spool_read(), spool_shard_update() and spool_shard_done(), but not
+ * spool_shard_sync_end() (its write txn must not nest in the read txn). cb returns
  * 0 to go on or anything else to stop; that value is returned. Returns 0,
  * cb's value, -ENOMEM, SPOOL_ECORRUPT (an index entry does not parse),
  * SPOOL_EINDEX.
