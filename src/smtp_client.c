@@ -1185,7 +1185,12 @@ int smtp_client_begin_txn(struct smtp_client *c, const struct smtp_client_txn *t
  * body_dot - DATA body: copy with dot-stuffing (RFC 5321 4.5.2). The scan
  * looks only for "." (memchr) and checks the byte before it, so a body
  * without line-leading dots goes out in one memcpy per output room;
- * nothing is done per byte or per line. Returns the bytes taken.
+ * nothing is done per byte or per line. A dot after a bare LF is stuffed
+ * too, so a peer that ends lines at LF cannot see an end of data inside
+ * the body (SMTP smuggling). XXX a dot after a bare CR is not: bodies
+ * only hold bare CRs under smtp_server's lenient_bare_cr; normalising
+ * them here would close that gap for peers that end lines at CR.
+ * Returns the bytes taken.
  */
 static size_t body_dot(struct smtp_client *c, const uint8_t *d, size_t len)
 {

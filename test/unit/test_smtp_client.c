@@ -320,7 +320,7 @@ static const struct scase cases[] = {
 	  S_EHLO_PIPE S_MAIL S_RCPT S_GO S_QUEUED S_BYE, "T0 Q",
 	  C_EHLO "STARTTLS\r\n" C_EHLO C_MAIL0S C_RB C_DATA C_HELLO C_QUIT,
 	  "STARTTLS; " L_READY_PIPE L_MAIL L_RCPT0 L_QUEUED "DONE sent 1/1 7; CLOSED; " },
-	{ "STARTTLS response injection: plaintext after 220 dropped", F_TLS,
+	{ "CVE-2021-38371 STARTTLS response injection: plaintext after 220 dropped", F_TLS,
 	  S_GREET S_EHLO_TLS "220 2.0.0 ready\r\n" "250-evil\r\n250 DSN\r\n" S_MAIL,
 	  S_EHLO_PLAIN S_MAIL S_RCPT S_GO S_QUEUED S_BYE, "T0 Q",
 	  C_EHLO "STARTTLS\r\n" C_EHLO C_MAIL0 C_RB C_DATA C_HELLO C_QUIT,
