@@ -434,8 +434,8 @@ int smtp_client_next(struct smtp_client *c, struct smtp_client_ev *ev);
  * smtp_client_tls_done - the TLS handshake the STARTTLS event asked for
  * has completed; from now on feed the decrypted stream. Drops any input
  * still buffered (RFC 3207 5; STARTTLS response injection, as in Exim's
- * CVE-2021-38371), forgets the
- * capabilities (RFC 3207 4.2) and sends EHLO/LHLO again; READY follows.
+ * CVE-2021-38371), forgets the capabilities (RFC 3207 4.2) and sends
+ * EHLO/LHLO again; READY follows.
  * Returns 0, SMTP_CLIENT_E_STATE (no STARTTLS event pending) or
  * SMTP_CLIENT_E_FAILED. A failed handshake is not reported here: close.
  */
