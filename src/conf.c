@@ -1393,7 +1393,7 @@ static const struct conf_key conf_keys[] = {
 		"next message to the same destination; 0 closes it after "
 		"the last message." },
 	{ .name = "retry_schedule", CUSTOM(set_retry, dump_retry),
-	  .is_later = true, .def = "5m 10m 30m 1h 2h 4h",
+	  .is_later = true, .def = "5m 10m 20m 40m 1h",
 	  .values = "1 to 32 durations (1s..1d each) separated by commas "
 		"and/or blanks",
 	  .doc = "Delays before the retries of a deferred message: retry n "

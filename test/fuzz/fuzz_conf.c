@@ -20,14 +20,6 @@
 
 #include "ringmta/conf.h"
 
-/*
- * XXX The build compiles libringmta_io without -fsanitize=fuzzer, so the
- * fuzzer would see no coverage inside conf.c. Compiling conf.c into this
- * target instruments it; the linker then takes no conf.o from the
- * archive. Drop this once meson.build adds -fsanitize=fuzzer-no-link to
- * the libraries under -Dfuzz=true.
- */
-#include "../../src/conf.c"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
