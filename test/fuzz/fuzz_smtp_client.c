@@ -35,12 +35,29 @@ static const struct smtp_client_rcpt rc1[] = { { "b@y.example", 0, NULL } };
 static const struct smtp_client_rcpt rc3[] = {
 	{ "b@y.example", SMTP_PROTO_NOTIFY_FAILURE, "rfc822;b@y.example" },
 	{ "c@y.example", 0, NULL }, { "d@y.example", SMTP_PROTO_NOTIFY_NEVER, NULL } };
-static const struct smtp_client_txn txns[4] = {
+static struct smtp_client_rcpt rc_many[40];  /* long ORCPTs: the envelope overflows the ring */
+static char long_orcpt[400];
+static const struct smtp_client_txn txns[6] = {
 	{ "a@x.example", rc1, 1, true, 9, 0, false, 0, NULL },
 	{ "", rc3, 3, false, 0, SMTP_PROTO_BODY_8BITMIME, false, SMTP_PROTO_RET_FULL, "ID1" },
-	{ "a@x.example", rc3, 2, true, 5000000, 0, false, 0, NULL },
+	{ "a@x.example", rc3, 2, true, 5000000, SMTP_PROTO_BODY_7BIT, false, 0, NULL },
 	{ "\xc3\xa4@x.example", rc1, 1, false, 0, 0, true, 0, NULL },
+	{ "a@x.example", rc_many, 40, true, 100, SMTP_PROTO_BODY_BINARYMIME, false, SMTP_PROTO_RET_HDRS, NULL },
+	{ "a@x.example", rc_many, 40, false, 0, 0, false, 0, NULL },
 };
+#define N_TXNS 6
+
+static void init_txns(void)
+{
+	memcpy(long_orcpt, "rfc822;", 7);
+	memset(long_orcpt + 7, 'o', sizeof(long_orcpt) - 8);
+	for (unsigned i = 0; i < 40; i++) {
+		rc_many[i].addr = i % 2 ? "b@y.example" : "c@y.example";
+		rc_many[i].notify = i % 3 ? SMTP_PROTO_NOTIFY_SUCCESS | SMTP_PROTO_NOTIFY_DELAY : 0;
+		rc_many[i].orcpt = long_orcpt;
+	}
+}
+
 static char big_body[20000];  /* lines of dots and text: wraps the output ring */
 static const char *const bodies[] = { "Hello\r\n.\r\n", ".", "a\r\n.b", "", big_body };
 #define N_BODIES 5
@@ -201,7 +218,7 @@ static uint64_t run_split(uint8_t f, const uint8_t *s, size_t len, bool split, s
 			}
 			pos += smtp_client_feed(&cl, s + pos, n);
 		} else if (k == SMTP_CLIENT_EV_WAIT && ev.wait == SMTP_CLIENT_WAIT_TXN) {
-			const struct smtp_client_txn *tx = &txns[(f >> 3) % 3 == 0 ? n_txn % 2 : 2 - n_txn % 2];
+			const struct smtp_client_txn *tx = &txns[((f >> 3) + n_txn) % N_TXNS];
 
 			if (n_txn++ < 2 && smtp_client_begin_txn(&cl, tx) == 0) {
 				t->n_rcpt = tx->n_rcpt;
@@ -271,8 +288,8 @@ static void run_chaos(uint8_t f, const uint8_t *p, size_t len)
 			break;
 		case 6:
 			i++;
-			if (smtp_client_begin_txn(&cl, &txns[arg % 4]) == 0)
-				t->n_rcpt = txns[arg % 4].n_rcpt;
+			if (smtp_client_begin_txn(&cl, &txns[arg % N_TXNS]) == 0)
+				t->n_rcpt = txns[arg % N_TXNS].n_rcpt;
 			break;
 		case 7:
 			i++;
@@ -311,6 +328,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 1)
 		return 0;
 	debug = getenv("FUZZ_DEBUG") != NULL;
+	if (rc_many[0].addr == NULL)
+		init_txns();
 	if (big_body[0] == 0)
 		for (size_t i = 0; i + 1 < sizeof(big_body); i++)
 			big_body[i] = i % 50 == 48 ? '\r' : i % 50 == 49 ? '\n' : i % 150 == 0 ? '.' : 'x';
