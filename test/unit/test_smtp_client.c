@@ -1035,6 +1035,10 @@ static void test_many_rcpt(void)
 {
 	static struct smtp_client_rcpt rc[600];
 	static char addrs[600][24];
+	static char orcpt[480];
+	static uint8_t env[400 * 1024];
+	size_t env_len = 0;
+	unsigned n_flush = 0;
 	struct smtp_client_txn t = { "a@x.example", rc, 600, false, 0, 0, false, 0, NULL };
 	struct smtp_client_limits lim;
 	struct smtp_client_ev ev;
@@ -1044,9 +1048,12 @@ static void test_many_rcpt(void)
 	int k;
 
 	T_CASE("RFC2920 600 pipelined recipients, LMTP replies");
+	memcpy(orcpt, "rfc822;", 7);
+	memset(orcpt + 7, 'o', sizeof(orcpt) - 8);
 	for (unsigned i = 0; i < 600; i++) {
 		snprintf(addrs[i], sizeof(addrs[i]), "u%u@y.example", i);
 		rc[i].addr = addrs[i];
+		rc[i].orcpt = i % 3 ? NULL : orcpt;  /* ~90 KiB of envelope: FLUSH */
 	}
 	smtp_client_limits_default(&lim);
 	lim.is_lmtp = true;
@@ -1055,10 +1062,12 @@ static void test_many_rcpt(void)
 	for (int steps = 0; steps < 100000; steps++) {
 		k = smtp_client_next(&client, &ev);
 		p = smtp_client_output(&client, &n);
-		for (size_t i = 0; i + 4 < n; i++)
-			if (memcmp(p + i, "RCPT", 4) == 0)
-				n_rcpt_cmd++;
+		if (env_len + n <= sizeof(env)) {
+			memcpy(env + env_len, p, n);
+			env_len += n;
+		}
 		smtp_client_output_done(&client, n);
+		n_flush += k == SMTP_CLIENT_EV_FLUSH;
 		if (k == SMTP_CLIENT_EV_RCPT_RESULT) {
 			T_EQ_INT(ev.rcpt_index, n_rcpt_ev);
 			n_rcpt_ev++;
@@ -1081,8 +1090,12 @@ static void test_many_rcpt(void)
 	T_EQ_INT(k, SMTP_CLIENT_EV_TXN_DONE);
 	T_EQ_INT(ev.done.n_rcpt_accepted, 300);
 	T_EQ_INT(ev.done.n_rcpt_delivered, 300);
+	for (size_t i = 0; i + 10 <= env_len; i++)
+		if (memcmp(env + i, "RCPT TO:<u", 10) == 0)
+			n_rcpt_cmd++;
 	T_EQ_INT(n_rcpt_ev, 600);
 	T_EQ_INT(n_rcpt_cmd, 600);
+	T_CHECK(n_flush > 0, "no FLUSH");
 	smtp_client_fini(&client);
 }
 
