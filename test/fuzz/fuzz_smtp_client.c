@@ -24,13 +24,6 @@
 
 #include "ringmta/smtp_client.h"
 
-/*
- * The pure library is built without -fsanitize=fuzzer; compiling the
- * module into this file gives libFuzzer its coverage (as fuzz_conf does).
- * The archive's copy is then never pulled in.
- */
-#include "../../src/smtp_client.c"
-
 static const struct smtp_client_rcpt rc1[] = { { "b@y.example", 0, NULL } };
 static const struct smtp_client_rcpt rc3[] = {
 	{ "b@y.example", SMTP_PROTO_NOTIFY_FAILURE, "rfc822;b@y.example" },
