@@ -68,7 +68,7 @@ struct scase {
 	unsigned flags;
 	const char *server;    /* the server's bytes */
 	const char *server2;   /* after STARTTLS: the decrypted stream (or NULL) */
-	const char *actions;   /* host actions: T<n> begin txn n, Q quit, R rset probe, A abort at WAIT BODY */
+	const char *actions;   /* host actions: T<n> begin txn n, Q quit, R rset probe, A<n> abort at the n-th WAIT BODY */
 	const char *want_out;  /* exactly what the client sends */
 	const char *want_log;  /* the events */
 };
@@ -263,9 +263,17 @@ static const struct scase cases[] = {
 	  C_EHLO C_MAIL0 C_RB C_RSET C_QUIT,
 	  "READY pipe 8bit chunk; " L_MAIL "RCPT0 550 5.1.1 no; DONE no_rcpt 0/0 0; CLOSED; " },
 	{ "BDAT host abort before the body", 0,
-	  S_GREET S_EHLO_CHUNK S_MAIL S_RCPT S_OK S_BYE, NULL, "T0 A Q",
+	  S_GREET S_EHLO_CHUNK S_MAIL S_RCPT S_OK S_BYE, NULL, "T0 A0 Q",
 	  C_EHLO C_MAIL0 C_RB C_RSET C_QUIT,
 	  "READY pipe 8bit chunk; " L_MAIL L_RCPT0 "ABORT OK; DONE aborted 1/0 0; CLOSED; " },
+	{ "BDAT host abort between chunks", 0,
+	  S_GREET S_EHLO_CHUNK1 S_MAIL S_RCPT S_OK S_OK S_BYE, NULL, "T11 A1 Q",
+	  C_EHLO C_MAIL0 C_RB "BDAT 7\r\nHello\r\n" C_RSET C_QUIT,
+	  "READY chunk; " L_MAIL L_RCPT0 "ABORT OK; DONE aborted 1/0 7; CLOSED; " },
+	{ "BDAT pipelined host abort with chunks in flight", 0,
+	  S_GREET S_EHLO_CHUNK S_MAIL S_RCPT S_OK S_OK S_OK S_BYE, NULL, "T11 A2 Q",
+	  C_EHLO C_MAIL0 C_RB "BDAT 7\r\nHello\r\nBDAT 7\r\nWorld\r\n" C_RSET C_QUIT,
+	  "READY pipe 8bit chunk; " L_MAIL L_RCPT0 "ABORT OK; DONE aborted 1/0 14; CLOSED; " },
 	{ "BDAT not used when use_chunking is off", F_NOCHUNK,
 	  S_GREET S_EHLO_CHUNK S_MAIL S_RCPT S_GO S_QUEUED S_BYE, NULL, "T11 Q",
 	  C_EHLO C_MAIL0 C_RB C_DATA "Hello\r\nWorld\r\n!\r\n.\r\n" C_QUIT,
@@ -289,7 +297,7 @@ static const struct scase cases[] = {
 	  C_EHLO C_MAIL0 C_RB C_DATA ".\r\n" C_QUIT,
 	  "READY 8bit; " L_MAIL L_RCPT0 L_QUEUED "DONE sent 1/1 0; CLOSED; " },
 	{ "DATA body cannot be aborted", 0,
-	  S_GREET S_EHLO_PLAIN S_MAIL S_RCPT S_GO S_QUEUED S_BYE, NULL, "T0 A Q",
+	  S_GREET S_EHLO_PLAIN S_MAIL S_RCPT S_GO S_QUEUED S_BYE, NULL, "T0 A0 Q",
 	  C_EHLO C_MAIL0 C_RB C_DATA C_HELLO C_QUIT,
 	  "READY 8bit; " L_MAIL L_RCPT0 "ABORT E_BUSY; " L_QUEUED "DONE sent 1/1 7; CLOSED; " },
 
@@ -563,6 +571,7 @@ struct host {
 	const struct ttxn *tx;
 	unsigned piece;
 	size_t off;
+	unsigned n_body_waits;  /* WAIT BODY events of this transaction so far */
 };
 
 /* next_action - the next action token: 'T' (with *n), 'Q', 'R', 'A', or 0 at the end. */
@@ -595,6 +604,7 @@ static void host_wait_txn(struct smtp_client *c, struct host *h, struct run *r)
 		h->tx = &txns[n];
 		h->piece = 0;
 		h->off = 0;
+		h->n_body_waits = 0;
 		rc = smtp_client_begin_txn(c, &txns[n].t);
 	} else if (a == 'R') {
 		rc = smtp_client_rset(c);
@@ -612,7 +622,7 @@ static void host_wait_body(struct smtp_client *c, struct host *h, struct run *r)
 	size_t len;
 	bool is_last;
 
-	if (next_action(h, &n, false) == 'A') {
+	if (next_action(h, &n, false) == 'A' && n == h->n_body_waits++) {
 		next_action(h, &n, true);
 		logf_(r, "ABORT %s; ", smtp_client_err_name(smtp_client_rset(c)));
 		if (smtp_client_phase(c) != SMTP_CLIENT_PHASE_DATA_BLOCK)
@@ -652,7 +662,7 @@ static void run_case(const struct scase *sc, long split, int drain, struct run *
 	struct smtp_client_limits lim;
 	struct smtp_client_ev ev;
 	struct feeder f = { sc->server, strlen(sc->server), 0, split };
-	struct host h = { sc->actions, NULL, 0, 0 };
+	struct host h = { sc->actions, NULL, 0, 0, 0 };
 	int steps = 0;
 
 	memset(r, 0, offsetof(struct run, out));
