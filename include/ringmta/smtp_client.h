@@ -163,7 +163,7 @@ enum smtp_client_err {
 	SMTP_CLIENT_E_PARAM,          /* no recipient, too many, or an ENVID/ORCPT that is not valid xtext or too long */
 	SMTP_CLIENT_E_NEED_EXT,       /* the peer lacks an extension the message needs: SMTPUTF8 (RFC 6531 3.4), 8BITMIME (RFC 6152 3), BINARYMIME+CHUNKING (RFC 3030 3) */
 	SMTP_CLIENT_E_TOO_BIG,        /* txn size > the peer's SIZE limit (RFC 1870 6) */
-	SMTP_CLIENT_E_BUSY,           /* DATA body under way: only closing the connection can abort it */
+	SMTP_CLIENT_E_BUSY,           /* DATA was sent: only closing the connection can abort the message */
 };
 
 /*
@@ -487,9 +487,9 @@ size_t smtp_client_body(struct smtp_client *c, const uint8_t *data, size_t len, 
  * connection; WAIT TXN follows if it gets 2xx, FAILED (RSET) if not. In a
  * BDAT transaction before the LAST chunk, or before the body has started:
  * abort the transaction (ABORTED; outstanding replies are read and
- * reported first). Returns 0, SMTP_CLIENT_E_BUSY (a DATA body has started:
- * RFC 5321 gives no way out but closing), SMTP_CLIENT_E_STATE or
- * SMTP_CLIENT_E_FAILED.
+ * reported first). Returns 0, SMTP_CLIENT_E_BUSY (DATA was sent: after
+ * its 354 RFC 5321 gives no way out of the message but closing the
+ * connection), SMTP_CLIENT_E_STATE or SMTP_CLIENT_E_FAILED.
  */
 int smtp_client_rset(struct smtp_client *c);
 
