@@ -28,11 +28,13 @@
  *     envid, client_addr, helo and per rcpt u32 notify, addr, orcpt; a
  *     string is u32 length (NO_STRING for NULL), bytes, NUL
  *   index value: u32 version, u32 shard, u32 n_extents, u32 commit length,
+ *     u32 first seqno (oldest segment with a record of it), u32 0,
  *     extents {u32 seqno, u32 length, u64 record offset}, the COMMIT
  *     payload, rcpt states {u8 state, u8 0, u16 attempts, u32 0,
  *     i64 next attempt}
- *   index keys: msg: be64 id; due: be64 (time ^ 2^63) + be64 id; meta:
- *     "version", "hw/NNN" (u64 last id of shard NNN)
+ *   index keys: msg: be64 id; due: be64 (time ^ 2^63) + be64 id; seg:
+ *     be32 shard + be32 first seqno + be64 id (what pins a segment);
+ *     meta: "version", "hw/NNN" (u64 last id of shard NNN)
  */
 #include "ringmta/spool.h"
 
@@ -61,10 +63,10 @@
 #define REC_MAGIC 0x52534d52u		/* "RMSR" */
 #define REC_HDR_BYTES 24u
 #define COMMIT_VERSION 1u
-#define INDEX_VERSION 1u
+#define INDEX_VERSION 2u
 #define NO_STRING 0xffffffffu
 #define COMMIT_FIXED_BYTES 40u
-#define VALUE_HDR_BYTES 16u
+#define VALUE_HDR_BYTES 24u
 #define EXTENT_BYTES 16u
 #define RSTATE_BYTES 16u
 #define DONE_ABORTED 0x1u		/* DONE flag: never acknowledged */
@@ -244,7 +246,8 @@ struct spool {
 	char *dir;
 	int dir_fd, seg_fd, index_fd, lock_fd;
 	MDB_env *env;
-	MDB_dbi db_msg, db_due, db_meta;
+	MDB_dbi db_msg, db_due, db_meta, db_seg;
+	uint64_t low_seq[SPOOL_MAX_SHARDS];	/* oldest segment left, per shard */
 	struct spool_stats stats;
 	pthread_mutex_t mu;		/* guards is_shard_open */
 	unsigned n_open_shards;
@@ -276,6 +279,7 @@ struct spool_msg {
 	char id_str[SPOOL_ID_BYTES + 1];
 	bool is_on_disk;
 	uint32_t gen;			/* shard gen at the first disk write */
+	uint64_t first_seq;		/* segment of the first record: pinned */
 	int err;			/* sticky */
 	uint8_t *buf;			/* SPOOL_CHUNK_BYTES */
 	size_t buf_len;
@@ -366,6 +370,25 @@ static void due_key(uint8_t key[16], int64_t t, uint64_t id)
 {
 	put_be64(key, (uint64_t)t ^ (1ULL << 63));
 	put_be64(key + 8, id);
+}
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (24 - 8 * i));
+}
+
+static uint32_t get_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* seg_key - the "seg" key: this message pins segment seq of its shard. */
+static void seg_key(uint8_t k[16], uint32_t shard, uint32_t seq, uint64_t id)
+{
+	put_be32(k, shard);
+	put_be32(k + 4, seq);
+	put_be64(k + 8, id);
 }
 
 /* ---- envelope and index value encoding ----------------------------------- */
@@ -510,7 +533,7 @@ static int commit_parse(const uint8_t *p, size_t len, struct commit_view *cv)
 
 /* struct value_view - a parsed index value; pointers into it. */
 struct value_view {
-	uint32_t shard, n_extents, commit_len;
+	uint32_t shard, n_extents, commit_len, first_seq;
 	const uint8_t *extents, *commit, *rstates;
 	struct commit_view cv;
 };
@@ -526,6 +549,7 @@ static int value_parse(const uint8_t *v, size_t len, struct value_view *vv)
 	vv->shard = get_le32(v + 4);
 	vv->n_extents = get_le32(v + 8);
 	vv->commit_len = get_le32(v + 12);
+	vv->first_seq = get_le32(v + 16);
 	need = VALUE_HDR_BYTES + (uint64_t)vv->n_extents * EXTENT_BYTES +
 	       vv->commit_len;
 	if (need > len)
@@ -541,9 +565,10 @@ static int value_parse(const uint8_t *v, size_t len, struct value_view *vv)
 }
 
 /* value_build - the index value of a newly committed message. */
-static int value_build(struct rm_buf *b, unsigned shard, const void *extents,
-		       size_t n_extents, const uint8_t *commit,
-		       size_t commit_len, const struct commit_view *cv)
+static int value_build(struct rm_buf *b, unsigned shard, uint64_t first_seq,
+		       const void *extents, size_t n_extents,
+		       const uint8_t *commit, size_t commit_len,
+		       const struct commit_view *cv)
 {
 	uint8_t h[VALUE_HDR_BYTES], rs[RSTATE_BYTES];
 	int rc;
@@ -553,6 +578,8 @@ static int value_build(struct rm_buf *b, unsigned shard, const void *extents,
 	put_le32(h + 4, shard);
 	put_le32(h + 8, (uint32_t)n_extents);
 	put_le32(h + 12, (uint32_t)commit_len);
+	put_le32(h + 16, (uint32_t)first_seq);
+	put_le32(h + 20, 0);
 	if ((rc = rm_buf_append(b, h, sizeof(h))) < 0 ||
 	    (rc = rm_buf_append(b, extents, n_extents * EXTENT_BYTES)) < 0 ||
 	    (rc = rm_buf_append(b, commit, commit_len)) < 0)
@@ -981,13 +1008,16 @@ static int msg_records(struct spool_msg *m, const struct rec_in *r, int n,
 
 	if ((rc = msg_live(m, err)) < 0)
 		return rc;
+	if ((rc = seg_append_n(m->sh, r, n, err)) < 0) {
+		m->err = rc;
+		return rc;
+	}
 	if (!m->is_on_disk) {
 		m->is_on_disk = true;
 		m->gen = m->sh->gen;
+		m->first_seq = m->sh->cur.seq;
 	}
-	if ((rc = seg_append_n(m->sh, r, n, err)) < 0)
-		m->err = rc;
-	return rc;
+	return 0;
 }
 
 /* msg_add_extent - remember where a CHUNK of m went. */
@@ -1108,7 +1138,7 @@ static int msg_seal(struct spool_msg *m, const struct spool_envelope *env,
 	if (m->buf_len > 0 && (rc = msg_add_extent(m, ext, err)) < 0)
 		return rc;
 	m->buf_len = 0;
-	if ((rc = value_build(&m->value, sh->idx, m->extents.data,
+	if ((rc = value_build(&m->value, sh->idx, m->first_seq, m->extents.data,
 			      m->extents.len / EXTENT_BYTES, c->data, c->len, &cv)) < 0)
 		return rm_err_set(err, -ENOMEM, "spool: message %s: index value: %s",
 				  m->id_str, strerror(ENOMEM));
@@ -1179,7 +1209,7 @@ static int item_check(struct spool_shard *sh, const char *ids, uint64_t *id,
 	mdb_txn_abort(txn);
 	if (rc == MDB_NOTFOUND)
 		return rm_err_set(err, -ENOENT, "spool: %s: no such message", ids);
-	if (rc < 0 && rc > -4096)
+	if (rc == SPOOL_ECORRUPT || rc == SPOOL_EVERSION)
 		return rm_err_set(err, rc, "spool: %s: %s", ids, spool_strerror(rc));
 	return rc != 0 ? lmdb_err(err, rc, "mdb_get") : 0;
 }
@@ -1256,6 +1286,83 @@ int spool_shard_done(struct spool_shard *sh, const char *id, void *owner,
 	return item_add(sh, KIND_DONE, v, NULL, owner, err);
 }
 
+/* ---- segment reclamation -------------------------------------------------------- */
+
+/* index_low_seq - the oldest segment a message of shard in the index pins. */
+static int index_low_seq(struct spool *sp, unsigned shard, uint64_t *low,
+			 struct rm_err *err)
+{
+	uint8_t k[16];
+	MDB_val key = { 16, k }, v;
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	int rc;
+
+	seg_key(k, shard, 0, 0);
+	if ((rc = mdb_txn_begin(sp->env, NULL, MDB_RDONLY, &txn)) != 0)
+		return lmdb_err(err, rc, "mdb_txn_begin");
+	if ((rc = mdb_cursor_open(txn, sp->db_seg, &cur)) == 0) {
+		rc = mdb_cursor_get(cur, &key, &v, MDB_SET_RANGE);
+		if (rc == 0 && key.mv_size == 16 && get_be32(key.mv_data) == shard &&
+		    get_be32((uint8_t *)key.mv_data + 4) < *low)
+			*low = get_be32((uint8_t *)key.mv_data + 4);
+		mdb_cursor_close(cur);
+	}
+	mdb_txn_abort(txn);
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return lmdb_err(err, rc, "mdb_cursor_get");
+	return 0;
+}
+
+/* shard_low_seq - the oldest segment this shard still needs in memory. */
+static uint64_t shard_low_seq(const struct spool_shard *sh)
+{
+	const struct msg_list *l[2] = { &sh->pending, &sh->inflight };
+	uint64_t low = sh->sp->next_seq[sh->idx];
+
+	if (sh->cur.fd >= 0 && sh->cur.seq < low)
+		low = sh->cur.seq;
+	for (size_t i = 0; i < sh->n_retired; i++)
+		if (sh->retired[i].seq < low)
+			low = sh->retired[i].seq;
+	for (const struct spool_msg *m = sh->open; m != NULL; m = m->next)
+		if (m->is_on_disk && m->first_seq < low)
+			low = m->first_seq;
+	for (int i = 0; i < 2; i++)
+		for (const struct spool_msg *m = l[i]->head; m != NULL; m = m->next)
+			if (m->kind == KIND_COMMIT && m->is_on_disk && m->first_seq < low)
+				low = m->first_seq;
+	return low;
+}
+
+int spool_shard_sweep(struct spool_shard *sh, struct rm_err *err)
+{
+	struct spool *sp = sh->sp;
+	uint64_t low = shard_low_seq(sh), seq;
+	char name[32];
+	int rc, n = 0;
+
+	if ((rc = index_low_seq(sp, sh->idx, &low, err)) < 0)
+		return rc;
+	for (seq = sp->low_seq[sh->idx]; seq < low; seq++) {
+		snprintf(name, sizeof(name), SEG_NAME_FMT, sh->idx, seq);
+		if (unlinkat(sp->seg_fd, name, 0) < 0) {
+			if (errno == ENOENT)
+				continue;
+			rc = sys_err(err, "remove segment", name);
+			break;
+		}
+		/* oldest first, durably: a DONE must never outlive its COMMIT */
+		if (fsync(sp->seg_fd) < 0) {
+			rc = sys_err(err, "fsync", "seg/");
+			break;
+		}
+		n++;
+	}
+	sp->low_seq[sh->idx] = seq;
+	return rc < 0 ? rc : n;
+}
+
 /* ---- index writes ------------------------------------------------------------- */
 
 /* hw_key - "hw/NNN", 6 bytes (shard < SPOOL_MAX_SHARDS). */
@@ -1292,18 +1399,21 @@ static uint64_t index_get_hw(struct spool *sp, unsigned shard)
 	return id;
 }
 
-/* index_put_msg - insert one message and its due entry. */
+/* index_put_msg - insert one message with its due and seg entries. */
 static int index_put_msg(struct spool *sp, MDB_txn *txn, uint64_t id,
 			 int64_t due, const void *value, size_t len)
 {
-	uint8_t k[8], dk[16];
+	const uint8_t *v = value;
+	uint8_t k[8], dk[16], sk[16];
 	MDB_val key = { 8, k }, val = { len, (void *)(uintptr_t)value };
-	MDB_val dkey = { 16, dk }, none = { 0, NULL };
+	MDB_val dkey = { 16, dk }, skey = { 16, sk }, none = { 0, NULL };
 	int rc;
 
 	put_be64(k, id);
 	due_key(dk, due, id);
-	if ((rc = mdb_put(txn, sp->db_msg, &key, &val, 0)) != 0)
+	seg_key(sk, get_le32(v + 4), get_le32(v + 16), id);
+	if ((rc = mdb_put(txn, sp->db_msg, &key, &val, 0)) != 0 ||
+	    (rc = mdb_put(txn, sp->db_seg, &skey, &none, 0)) != 0)
 		return rc;
 	return mdb_put(txn, sp->db_due, &dkey, &none, 0);
 }
@@ -1341,10 +1451,18 @@ static int index_del_msg(struct spool *sp, MDB_txn *txn, uint64_t id)
 	put_be64(k, id);
 	if ((rc = mdb_get(txn, sp->db_msg, &key, &v)) != 0)
 		return rc;
-	/* an entry that does not parse leaves a stale due key: walk skips it */
-	if (value_parse(v.mv_data, v.mv_size, &vv) == 0 &&
-	    (rc = index_due_move(sp, txn, id, value_due(&vv), INT64_MAX)) != 0)
-		return rc;
+	/*
+	 * An entry that does not parse leaves a stale due key (walk skips
+	 * it) and a stale seg key (it pins a segment until a rebuild).
+	 */
+	if (value_parse(v.mv_data, v.mv_size, &vv) == 0) {
+		uint8_t sk[16];
+		MDB_val skey = { 16, sk };
+		seg_key(sk, vv.shard, vv.first_seq, id);
+		if ((rc = index_due_move(sp, txn, id, value_due(&vv), INT64_MAX)) != 0 ||
+		    ((rc = mdb_del(txn, sp->db_seg, &skey, NULL)) != 0 && rc != MDB_NOTFOUND))
+			return rc;
+	}
 	return mdb_del(txn, sp->db_msg, &key, NULL);
 }
 
@@ -1572,6 +1690,8 @@ int spool_shard_open(struct spool *sp, unsigned shard,
 	sh->sp = sp;
 	sh->idx = shard;
 	sh->cur.fd = -1;
+	if (sp->low_seq[shard] > sp->next_seq[shard])
+		sp->low_seq[shard] = sp->next_seq[shard];	/* no segment yet */
 	rm_buf_init(&sh->scratch, MAX_RECORD_BYTES);
 	last = index_get_hw(sp, shard);
 	if (sp->last_id[shard] > last)
@@ -1945,6 +2065,7 @@ static int apply_commit(struct rebuild *rb, const struct rec *r)
 		rb->sp->stats.n_garbage_msgs++;
 		rc = 0;
 	} else if ((rc = value_build(&rb->value, id_shard(r->id),
+				     p ? get_le32(p->extents.data) : r->seq,
 				     p ? p->extents.data : NULL,
 				     p ? p->extents.len / EXTENT_BYTES : 0,
 				     r->payload, r->len, &cv)) == 0) {
@@ -2188,6 +2309,8 @@ static int seg_list(struct spool *sp, struct seg_name **out, size_t *n_out,
 		v[n++] = sn;
 		if (sn.seq + 1 > sp->next_seq[sn.shard])
 			sp->next_seq[sn.shard] = sn.seq + 1;
+		if (sn.seq < sp->low_seq[sn.shard])
+			sp->low_seq[sn.shard] = sn.seq;
 	}
 	closedir(d);
 	if (n > 0)
@@ -2245,6 +2368,7 @@ static int db_open(struct spool *sp, MDB_txn *txn, struct rm_err *err)
 
 	if ((rc = mdb_dbi_open(txn, "msg", f, &sp->db_msg)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "due", f, &sp->db_due)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "seg", f, &sp->db_seg)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "meta", f, &sp->db_meta)) != 0)
 		return lmdb_err(err, rc, "mdb_dbi_open");
 	rc = mdb_get(txn, sp->db_meta, &key, &val);
@@ -2283,7 +2407,7 @@ static int env_open(struct spool *sp, size_t want_txnid, struct rm_err *err)
 		return lmdb_err(err, rc, "mdb_env_create");
 	if ((!sp->o.read_only &&
 	     (rc = mdb_env_set_mapsize(sp->env, sp->o.map_bytes)) != 0) ||
-	    (rc = mdb_env_set_maxdbs(sp->env, 4)) != 0 ||
+	    (rc = mdb_env_set_maxdbs(sp->env, 8)) != 0 ||
 	    (rc = mdb_env_open(sp->env, path, flags, 0640)) != 0) {
 		mdb_env_close(sp->env);
 		sp->env = NULL;
@@ -2531,6 +2655,8 @@ int spool_open(struct spool **out, const struct spool_opts *o,
 	if (sp == NULL)
 		return rm_err_set(err, -ENOMEM, "spool: open: %s", strerror(ENOMEM));
 	sp->dir_fd = sp->seg_fd = sp->index_fd = sp->lock_fd = -1;
+	for (unsigned i = 0; i < SPOOL_MAX_SHARDS; i++)
+		sp->low_seq[i] = UINT64_MAX;
 	pthread_mutex_init(&sp->mu, NULL);
 	if ((rc = opts_check(sp, o, err)) < 0 || (rc = open_dirs(sp, err)) < 0 ||
 	    (rc = sp->o.read_only ? open_ro(sp, err) : open_rw(sp, err)) < 0) {

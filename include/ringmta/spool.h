@@ -95,13 +95,15 @@
  * spool_read() and spool_stats() may be called from any thread at any
  * time. A struct spool_shard and its messages belong to one thread.
  *
- * XXX segment space is never reclaimed yet. The safe way: per shard,
- * unlink only the oldest segment, and only once no live message has a
- * record in it; copy the few live messages of an old segment forward
- * (chunks, a COMMIT with the same id, their current RCPT_STATE) so that
- * oldest-first deletion never stalls. Deleting out of order is wrong: a
+ * Reclamation. spool_shard_sweep() unlinks a shard's segments oldest
+ * first, and only those older than the oldest segment that a queued,
+ * pending or open message of the shard has a record in (the index keeps
+ * each message's first segment). Deleting out of order would be wrong: a
  * DONE in a deleted segment would let a rebuild revive its message from
- * an older one. Until then a rebuild reads every segment ever written.
+ * an older one. XXX one long-deferred message pins every later segment
+ * until it leaves the queue; copying the few live messages of an old
+ * segment forward (chunks, a COMMIT with the same id, their current
+ * RCPT_STATE) would bound that.
  * XXX the directory fsync at segment creation runs on the calling thread
  * (once per segment_bytes); it could be a step of the sync pipeline.
  */
@@ -472,6 +474,16 @@ int spool_shard_update(struct spool_shard *sh, const char *id,
  */
 int spool_shard_done(struct spool_shard *sh, const char *id, void *owner,
 		     struct rm_err *err);
+
+/*
+ * spool_shard_sweep - unlink this shard's segments that no queued, pending
+ * or open message needs any more (see DESIGN: Reclamation). Blocking: one
+ * unlink and one directory fsync per segment, at most one segment_bytes
+ * apart, so call it off the hot path now and then (e.g. once a minute or
+ * after a batch of removals). Returns the number of segments removed,
+ * -errno (unlinkat, fsync), SPOOL_EINDEX.
+ */
+int spool_shard_sweep(struct spool_shard *sh, struct rm_err *err);
 
 /*
  * spool_list - call cb for every queued message in id (arrival) order,

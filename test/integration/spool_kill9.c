@@ -4,7 +4,9 @@
  * interleaved sessions, aborts, batches of every size) and is killed with
  * SIGKILL at a random moment; the parent then recovers the spool and
  * checks that every acknowledged message is there, byte-exact, and that
- * nothing is there that was never ended. Repeats, alternating clean and
+ * nothing is there that was never ended; and, as the writer also removes
+ * acknowledged messages (spool_shard_done) and sweeps segments, that no
+ * acknowledged removal comes back. Repeats, alternating clean and
  * starts of the writer (trusted index, rebuild) so both paths are exercised.
  *
  * Usage: spool_kill9 [iterations (default 20)] [dir]
@@ -30,15 +32,26 @@
 #define SESSIONS 6u		/* concurrent messages per shard */
 #define MAX_SIZE (300u * 1024u)
 
+struct ended;
+
+/* struct tag - the owner given to the spool: which ack this is. */
+struct tag {
+	struct ended *e;
+	int is_removal;
+};
+
 /* struct ended - a message handed to spool_msg_end(). */
 struct ended {
 	uint64_t id;		/* parsed queue id */
 	uint32_t size, seed;
-	volatile int acked;	/* done callback said 0 */
+	volatile int acked;	/* the commit's callback said 0 */
+	volatile int removal;	/* 1: spool_shard_done() queued, 2: acked */
+	struct tag tag[2];
 };
 
 struct shared {
 	volatile uint32_t n_ended;
+	uint32_t rm_next[2];	/* per shard: the next message to remove */
 	struct ended e[MAX_ENDED];
 };
 
@@ -64,10 +77,12 @@ static void fill(uint8_t *p, size_t off, size_t len, uint32_t seed)
 
 static void on_done(void *owner, const char *id, int status)
 {
-	struct ended *e = owner;
+	struct tag *t = owner;
 	(void)id;
-	if (status == 0)
-		e->acked = 1;
+	if (status == 0 && t->is_removal)
+		t->e->removal = 2;
+	else if (status == 0)
+		t->e->acked = 1;
 }
 
 struct session {
@@ -113,9 +128,35 @@ static void step(struct spool_shard *sh, struct session *s, uint8_t *buf)
 	e->size = s->size;
 	e->seed = s->seed;
 	e->acked = 0;
+	e->removal = 0;
+	e->tag[0] = (struct tag){ e, 0 };
+	e->tag[1] = (struct tag){ e, 1 };
 	g->n_ended++;		/* published first: a kill may follow the COMMIT */
-	(void)spool_msg_end(s->m, &env, e, &err);
+	(void)spool_msg_end(s->m, &env, &e->tag[0], &err);
 	s->m = NULL;
+}
+
+/*
+ * remove_one - like a delivery engine: remove the oldest message of shard
+ * k not removed yet, keeping the newest KEEP_LIVE queued. A message that
+ * was never acknowledged may still be in the index (at least once), so it
+ * is removed too when it is there.
+ */
+#define KEEP_LIVE 100u
+static void remove_one(struct spool_shard *sh, unsigned k)
+{
+	struct rm_err err;
+	char id[SPOOL_ID_BYTES + 1];
+
+	while (g->rm_next[k] + KEEP_LIVE < g->n_ended) {
+		struct ended *e = &g->e[g->rm_next[k]++];
+		if (((e->id >> 24) & 0xff) != k || e->removal != 0)
+			continue;
+		snprintf(id, sizeof(id), "%016" PRIx64, e->id);
+		if (spool_shard_done(sh, id, &e->tag[1], &err) == 0)
+			e->removal = 1;
+		return;
+	}
 }
 
 static void writer(const char *dir)
@@ -137,6 +178,12 @@ static void writer(const char *dir)
 	for (;;) {
 		unsigned k = rnd() % 2;
 		step(sh[k], &ss[k][rnd() % SESSIONS], buf);
+		if (rnd() % 2 == 0)
+			remove_one(sh[k], k);
+		if (rnd() % 400 == 0 && spool_shard_sweep(sh[k], &err) < 0) {
+			fprintf(stderr, "sweep: %s\n", err.msg);
+			_exit(4);
+		}
 		if (rnd() % 8 == 0 && (fd = spool_shard_sync_begin(sh[k])) >= 0)
 			spool_shard_sync_end(sh[k], fdatasync(fd) < 0 ? -errno : 0, on_done, &err);
 		if (g->n_ended >= MAX_ENDED)
@@ -207,6 +254,12 @@ static int verify(struct spool *sp, uint8_t *buf, unsigned long *n_acked)
 			continue;
 		(*n_acked)++;
 		snprintf(id, sizeof(id), "%016" PRIx64, e->id);
+		if (e->removal == 2 && found) {
+			fprintf(stderr, "UNDEAD: %s came back after its removal\n", id);
+			bad++;
+		}
+		if (e->removal != 0)
+			continue;	/* 1: either is fine */
 		if (!found) {
 			fprintf(stderr, "LOST: acknowledged %s is missing\n", id);
 			bad++;
@@ -283,9 +336,9 @@ int main(int argc, char **argv)
 		spool_stats(sp, &st);
 		bad += verify(sp, buf, &n_acked);
 		printf("  iter %d: ended %u acked %lu indexed %" PRIu64 " rebuilt %d "
-		       "garbage %" PRIu64 " truncated %" PRIu64 " B\n", it, g->n_ended,
-		       n_acked, st.n_messages, st.is_rebuilt, st.n_garbage_msgs,
-		       st.n_truncated_bytes);
+		       "segments %" PRIu64 " garbage %" PRIu64 " truncated %" PRIu64 " B\n",
+		       it, g->n_ended, n_acked, st.n_messages, st.is_rebuilt,
+		       st.n_segments, st.n_garbage_msgs, st.n_truncated_bytes);
 		spool_close(sp);	/* clean: the next writer trusts the index */
 		if (it % 2 == 1) {
 			/* or not: drop the marker as a crash would */

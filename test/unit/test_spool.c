@@ -1397,6 +1397,94 @@ static void test_ownership(void)
 	munmap(s, sizeof(*s));
 }
 
+static void test_sweep(void)
+{
+	const char *dir = new_dir("sweep");
+	struct spool_opts o = opts(dir);
+	struct spool *sp;
+	struct spool_shard *sh;
+	struct spool_msg *m;
+	struct spool_envelope env = envelope(7);
+	struct rm_err err;
+	static struct ack a[40], d;
+	uint8_t buf[20000];
+	int before, n;
+
+	o.segment_bytes = 8192;
+	sp = open_or_die(&o);
+	sh = shard_or_die(sp, 0);
+	T_CASE("sweep_nothing_while_all_live");
+	for (unsigned i = 0; i < 30; i++)
+		T_EQ_INT(put(sh, 3000, i, 3000, &a[i], true), 0);
+	before = count_segments(dir);
+	T_CHECK(before >= 10, "segments: got %d", before);
+	T_EQ_INT(spool_shard_sweep(sh, &err), 0);
+	T_CASE("sweep_open_message_pins_its_segment");
+	fill(buf, sizeof(buf), 99);
+	T_EQ_INT(spool_msg_begin(sh, &m, &err), 0);
+	T_EQ_INT(spool_msg_write(m, buf, sizeof(buf), &err), 0);	/* buffered */
+	T_EQ_INT(spool_msg_write(m, buf, sizeof(buf), &err), 0);
+	T_EQ_INT(spool_msg_write(m, buf, sizeof(buf), &err), 0);
+	T_EQ_INT(spool_msg_write(m, buf, sizeof(buf), &err), 0);	/* a chunk */
+	for (unsigned i = 0; i < 30; i++) {
+		T_EQ_INT(spool_shard_done(sh, a[i].id, &d, &err), 0);
+		drive(sh);
+		T_EQ_INT(d.status, 0);
+	}
+	T_EQ_INT(list(sp).n, 0);
+	n = spool_shard_sweep(sh, &err);
+	T_CHECK(n >= 10, "removed: got %d (%s)", n, err.msg);
+	T_CHECK(count_segments(dir) <= before - 10 + 3, "segments left: %d", count_segments(dir));
+	T_EQ_INT(spool_msg_write(m, buf, 100, &err), 0);
+	snprintf(a[30].id, sizeof(a[30].id), "%s", spool_msg_id(m));
+	T_EQ_INT(spool_msg_end(m, &env, &a[30], &err), 0);
+	drive(sh);
+	T_EQ_INT(a[30].status, 0);
+	struct sink snk = { NULL, 0, 0, 0 };
+	T_EQ_INT(spool_read(sp, a[30].id, on_bytes, &snk, &err), 0);
+	T_EQ_INT(snk.len, 4 * sizeof(buf) + 100);
+	free(snk.p);
+	T_CASE("sweep_queued_message_pins_later_segments");
+	for (unsigned i = 31; i < 36; i++)
+		T_EQ_INT(put(sh, 3000, i, 3000, &a[i], true), 0);
+	before = count_segments(dir);
+	T_EQ_INT(spool_shard_sweep(sh, &err), 0);	/* a[30] is still queued */
+	T_EQ_INT(count_segments(dir), before);
+	T_EQ_INT(spool_shard_done(sh, a[30].id, &d, &err), 0);
+	drive(sh);
+	n = spool_shard_sweep(sh, &err);
+	T_CHECK(n >= 1, "removed after done: got %d", n);
+	for (unsigned i = 31; i < 36; i++)
+		check_content(sp, a[i].id, 3000, i);
+	spool_shard_close(sh);
+	spool_close(sp);
+	T_CASE("sweep_rebuild_after_sweep");
+	char marker[600];
+	snprintf(marker, sizeof(marker), "%s/index/clean", dir);
+	T_EQ_INT(unlink(marker), 0);
+	sp = open_or_die(&o);
+	struct listing l = list(sp);
+	T_EQ_INT(l.n, 5);
+	for (unsigned i = 31; i < 36; i++)
+		T_EQ_INT(count_id(&l, a[i].id), 1);
+	T_CASE("sweep_segments_of_earlier_runs");
+	sh = shard_or_die(sp, 0);
+	for (unsigned i = 31; i < 36; i++) {
+		T_EQ_INT(spool_shard_done(sh, a[i].id, &d, &err), 0);
+		drive(sh);
+	}
+	n = spool_shard_sweep(sh, &err);
+	T_CHECK(n >= 1, "removed: got %d", n);
+	T_CHECK(count_segments(dir) <= 1, "segments left: %d", count_segments(dir));
+	spool_shard_close(sh);
+	spool_close(sp);
+	snprintf(marker, sizeof(marker), "%s/index/clean", dir);
+	T_EQ_INT(unlink(marker), 0);
+	sp = open_or_die(&o);
+	T_EQ_INT(list(sp).n, 0);
+	spool_close(sp);
+}
+
 int main(void)
 {
 	const char *tmp = getenv("TMPDIR");
@@ -1422,6 +1510,7 @@ int main(void)
 	test_due_and_ids();
 	test_update_and_done();
 	test_ownership();
+	test_sweep();
 	if (t_failed == 0) {
 		char cmd[300];
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp_root);
