@@ -4,7 +4,8 @@
  *
  * Owns: the spool directory tree and its flock; the LMDB environment; per
  *   shard: the open segment, retired segments awaiting their sync, the
- *   pending and in-flight batches and a small pool of message buffers.
+ *   pending and in-flight batches, a small pool of message buffers, and
+ *   the unlinking of its dead segments.
  * Must not: include liburing or call fsync on the hot path (the reactor
  *   runs the batch fdatasync on its ring); log (spool_stats() and rm_err
  *   carry everything); trust a byte read back from disk before its crc.
@@ -16,25 +17,6 @@
  *   state, or spool_close() with open shards, is our bug: rm_panic().
  * Standards: RFC 3461 (NOTIFY, ORCPT, RET, ENVID), RFC 6152 (BODY),
  *   RFC 6531 (SMTPUTF8); crc32c is the Castagnoli polynomial (RFC 3720).
- *
- * On disk (little-endian):
- *   segment header, 32 bytes: "RMSPSEG1", u32 version, u32 shard,
- *     u64 seqno, u64 nonce
- *   record header, 24 bytes: u32 magic, u8 type, u8 flags, u16 0, u64 id,
- *     u32 payload length, u32 crc32c(seed, header[0..20) + payload);
- *     payload; zero padding to 8 bytes
- *   COMMIT payload: u32 version, u32 n_rcpts, u64 size, u32 content crc,
- *     u32 flags, i64 arrival, i32 ret, i32 body, then strings sender,
- *     envid, client_addr, helo and per rcpt u32 notify, addr, orcpt; a
- *     string is u32 length (NO_STRING for NULL), bytes, NUL
- *   index value: u32 version, u32 shard, u32 n_extents, u32 commit length,
- *     u32 first seqno (oldest segment with a record of it), u32 0,
- *     extents {u32 seqno, u32 length, u64 record offset}, the COMMIT
- *     payload, rcpt states {u8 state, u8 0, u16 attempts, u32 0,
- *     i64 next attempt}
- *   index keys: msg: be64 id; due: be64 (time ^ 2^63) + be64 id; seg:
- *     be32 shard + be32 first seqno + be64 id (what pins a segment);
- *     meta: "version", "hw/NNN" (u64 last id of shard NNN)
  */
 #include "ringmta/spool.h"
 
@@ -56,6 +38,31 @@
 #include <unistd.h>
 
 #include <lmdb.h>
+
+/*
+ * On disk (little-endian unless marked be):
+ *   segment header, 32 bytes: "RMSPSEG1", u32 version, u32 shard,
+ *     u64 seqno, u64 nonce
+ *   record header, 24 bytes: u32 magic, u8 type, u8 flags, u16 0, u64 id,
+ *     u32 payload length, u32 crc32c(seed, header[0..20) + payload);
+ *     payload; zero padding to 8 bytes
+ *   COMMIT payload: u32 version, u32 n_rcpts, u64 size, u32 content crc,
+ *     u32 flags, i64 arrival, i32 ret, i32 body, then strings sender,
+ *     envid, client_addr, helo and per rcpt u32 notify, addr, orcpt; a
+ *     string is u32 length (NO_STRING for NULL), bytes, NUL
+ *   index value: u32 version, u32 shard, u32 n_extents, u32 commit length,
+ *     u32 first seqno (oldest segment with a record of it), u32 0,
+ *     extents {u32 seqno, u32 length, u64 record offset}, the COMMIT
+ *     payload, rcpt states {u8 state, u8 0, u16 attempts, u32 0,
+ *     i64 next attempt}
+ *   RCPT_STATE payload: u32 n, n x {u32 rcpt, u8 state, u8 0,
+ *     u16 attempts, i64 next attempt}
+ *   DONE payload: empty; flag DONE_ABORTED: the message was never
+ *     acknowledged (aborted, or refused after its COMMIT)
+ *   index keys: msg: be64 id; due: be64 (time ^ 2^63) + be64 id; seg:
+ *     be32 shard + be32 first seqno + be64 id (what pins a segment);
+ *     meta: "version", "hw/NNN" (u64 last id of shard NNN)
+ */
 
 #define SEG_MAGIC "RMSPSEG1"
 #define SEG_VERSION 1u

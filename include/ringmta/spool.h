@@ -501,7 +501,11 @@ int spool_list(struct spool *sp,
 
 /*
  * spool_due - like spool_list(), but only messages whose next attempt is at
- * or before until_unix, earliest first (the delivery engine's scan).
+ * or before until_unix, earliest first (the delivery engine's scan); a
+ * message with no PENDING recipient left is never due. e->shard names the
+ * shard that must update or remove it. XXX messages of a shard number at
+ * or above n_shards (the reactor count was lowered) cannot be updated
+ * until it is raised again.
  */
 int spool_due(struct spool *sp, int64_t until_unix,
 	      int (*cb)(void *arg, const struct spool_entry *e), void *arg,
