@@ -12,8 +12,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <dirent.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1485,6 +1487,88 @@ static void test_sweep(void)
 	spool_close(sp);
 }
 
+/* struct mt_arg - one reactor thread's share of the threaded case. */
+struct mt_arg {
+	struct spool *sp;
+	unsigned shard, n;
+	atomic_int *stop;
+	int failures;
+	char id[200][SPOOL_ID_BYTES + 1];
+};
+
+static void *mt_writer(void *p)
+{
+	struct mt_arg *a = p;
+	struct spool_shard *sh;
+	struct ack k;
+
+	if (spool_shard_open(a->sp, a->shard, &sh, NULL) != 0) {
+		a->failures++;
+		return NULL;
+	}
+	for (unsigned i = 0; i < a->n; i++) {
+		if (put(sh, 100 + i * 37, 1000 * a->shard + i, 500, &k, i % 5 == 4) != 0)
+			a->failures++;
+		snprintf(a->id[i], sizeof(a->id[i]), "%s", k.id);
+	}
+	drive(sh);
+	spool_shard_close(sh);
+	return NULL;
+}
+
+static int mt_count(void *arg, const struct spool_entry *e)
+{
+	(void)e;
+	(*(int *)arg)++;
+	return 0;
+}
+
+static void *mt_reader(void *p)
+{
+	struct mt_arg *a = p;
+	int last = 0;
+
+	while (!atomic_load(a->stop)) {
+		int n = 0;
+		if (spool_list(a->sp, mt_count, &n, NULL) != 0 || n < last)
+			a->failures++;	/* snapshots only grow here */
+		last = n;
+	}
+	return NULL;
+}
+
+static void test_threads(void)
+{
+	const char *dir = new_dir("threads");
+	struct spool_opts o = opts(dir);
+	struct spool *sp = open_or_die(&o);
+	static struct mt_arg w[2], r;
+	atomic_int stop = 0;
+	pthread_t tw[2], tr;
+
+	T_CASE("threads_two_shards_and_a_reader");
+	r.sp = sp;
+	r.stop = &stop;
+	pthread_create(&tr, NULL, mt_reader, &r);
+	for (unsigned i = 0; i < 2; i++) {
+		w[i].sp = sp;
+		w[i].shard = i;
+		w[i].n = 200;
+		pthread_create(&tw[i], NULL, mt_writer, &w[i]);
+	}
+	for (unsigned i = 0; i < 2; i++)
+		pthread_join(tw[i], NULL);
+	atomic_store(&stop, 1);
+	pthread_join(tr, NULL);
+	T_EQ_INT(w[0].failures + w[1].failures + r.failures, 0);
+	struct listing l = list(sp);
+	T_EQ_INT(l.n, 400);
+	for (unsigned i = 0; i < 2; i++)
+		for (unsigned k = 0; k < 200; k += 19)
+			check_content(sp, w[i].id[k], 100 + k * 37, 1000 * i + k);
+	spool_close(sp);
+}
+
 int main(void)
 {
 	const char *tmp = getenv("TMPDIR");
@@ -1511,6 +1595,7 @@ int main(void)
 	test_update_and_done();
 	test_ownership();
 	test_sweep();
+	test_threads();
 	if (t_failed == 0) {
 		char cmd[300];
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp_root);
