@@ -855,6 +855,7 @@ static int lookup_start(struct dns_resolver *d, enum dns_cache_kind kind,
 		l->res.n_hosts = 1;
 		l->res.hosts[0].addrs[0] = lit;
 		l->res.hosts[0].n_addrs = 1;
+		l->res.hosts[0].status = DNS_RESULT_OK;
 		inet_ntop(lit.family, &lit.u, l->res.hosts[0].name, sizeof(l->res.hosts[0].name));
 		ready_push(l);
 		return 0;
