@@ -622,7 +622,9 @@ static void test_defaults(void)
 	T_EQ_INT(c.durability, CONF_DURABILITY_BATCH);
 	T_EQ_INT(c.spool_map_size, 1ULL << 30);
 	T_EQ_INT(c.spool_segment_size, 64ULL << 20);
-	T_EQ_INT(c.n_retry_schedule, 6);
+	T_EQ_INT(c.n_retry_schedule, 5);
+	T_EQ_INT(c.retry_schedule_ms[2], 20 * 60000);
+	T_EQ_INT(c.retry_schedule_ms[4], 3600000);
 	T_EQ_INT(c.maximal_queue_lifetime_ms, 5ULL * 86400000);
 	T_EQ_INT(c.destination_rate_limit.count, 0);
 	T_EQ_STR(c.resolv_conf, "/etc/resolv.conf");
