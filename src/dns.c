@@ -147,6 +147,8 @@ int dns_name_normalize(const char *in, size_t len, char out[DNS_NAME_BYTES])
 		}
 		out[i] = (char)tolower(c);
 	}
+	if (label == 0)
+		return -EINVAL;         /* "a.b..": an empty last label */
 	out[len] = '\0';
 	return (int)len;
 }
