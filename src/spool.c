@@ -2231,7 +2231,11 @@ static int rebuild_segment(struct rebuild *rb, unsigned shard, uint64_t seq)
 	}
 	rc = 0;
 	tail = size;
-	if (!seg_hdr_ok(map, shard, seq))
+	if (memcmp(map, SEG_MAGIC, 8) == 0 && get_le32(map + 8) != SEG_VERSION)
+		/* a newer ringmta wrote it: never treat it as garbage */
+		rc = rm_err_set(rb->err, SPOOL_EVERSION, "spool: segment %s: "
+				"format version %u", name, get_le32(map + 8));
+	else if (!seg_hdr_ok(map, shard, seq))
 		st->n_bad_segments++;
 	else
 		rc = scan_map(rb, map, size, seq, seg_seed(get_le64(map + 24)), &tail);

@@ -298,8 +298,9 @@ struct spool_msg;
  * -EBUSY (another process has the spool open for writing), -ENOMEM,
  * -errno from the file system (mkdir, open, chown, fsync, readdir, mmap),
  * SPOOL_EMAPFULL (the rebuild did not fit in map_bytes), SPOOL_EVERSION
- * (read_only and the index has another format version; a writer
- * rebuilds it instead), SPOOL_EINDEX.
+ * (a segment has another format version: a newer ringmta wrote it; or
+ * read_only and the index has another format version, which a writer
+ * simply rebuilds), SPOOL_EINDEX.
  */
 int spool_open(struct spool **out, const struct spool_opts *o,
 	       struct rm_err *err);

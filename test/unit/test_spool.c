@@ -808,6 +808,32 @@ static const struct index_case {
 	{ "unreadable_marker", BAD_MARKER },
 };
 
+static void test_segment_version(void)
+{
+	const char *dir = new_dir("segment_version");
+	struct spool_opts o = opts(dir);
+	struct spool *sp = open_or_die(&o);
+	struct spool_shard *sh = shard_or_die(sp, 0);
+	struct rm_err err = { 0, "" };
+	struct ack a;
+	char seg[700], marker[700];
+	uint8_t v[4] = { 2, 0, 0, 0 };
+
+	T_CASE("segment_of_a_newer_version_refused_not_dropped");
+	T_EQ_INT(put(sh, 10, 1, 10, &a, true), 0);
+	spool_shard_close(sh);
+	spool_close(sp);
+	last_segment(dir, seg, sizeof(seg));
+	int fd = open(seg, O_WRONLY);
+	T_EQ_INT(pwrite(fd, v, 4, 8), 4);
+	close(fd);
+	snprintf(marker, sizeof(marker), "%s/index/clean", dir);
+	T_EQ_INT(unlink(marker), 0);
+	T_EQ_INT(spool_open(&sp, &o, &err), SPOOL_EVERSION);
+	T_CHECK(strstr(err.msg, "format version 2") != NULL, "err: %s", err.msg);
+	T_CHECK(file_size(seg) > 32, "segment kept: %lld", (long long)file_size(seg));
+}
+
 static void test_index_damage(void)
 {
 	size_t n = sizeof(index_cases) / sizeof(index_cases[0]);
@@ -1587,6 +1613,7 @@ int main(void)
 	test_crash();
 	test_damage();
 	test_index_damage();
+	test_segment_version();
 	test_map_full();
 	test_two_shards();
 	test_sync_failure();
