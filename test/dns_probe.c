@@ -3,7 +3,8 @@
  *             return: the driver of test/integration/test_dns_*.py.
  *
  * Usage: dns_probe [-s ip:port]... [-r resolv.conf] [-t timeout_s]
- *                  [-n tries] [-S seed] [-N negative_ttl_s] [-T limit_s]
+ *                  [-n tries] [-S seed] [-N negative_ttl_s] [-L max_lookups]
+ *                  [-T limit_s]
  *                  STEP...
  * A STEP is "mx:DOMAIN", "host:NAME", "sleep:MS" or "stats"; steps joined
  * with '+' ("mx:a.test+mx:b.test") run at once, and the next step starts
@@ -32,7 +33,7 @@
 
 #define PROBE_OP_DNS 1
 #define PROBE_OP_SLEEP 2
-#define PROBE_MAX_STEPS 64
+#define PROBE_MAX_STEPS 512
 #define PROBE_MAX_PARALLEL 32
 
 struct probe {
@@ -256,7 +257,7 @@ static int parse_server(const char *s, struct conf_addr *a)
 static int usage(void)
 {
 	fprintf(stderr, "usage: dns_probe [-s ip:port]... [-r resolv.conf] [-t timeout_s] "
-		"[-n tries] [-S seed] [-N negative_ttl_s] [-T limit_s] STEP...\n");
+		"[-n tries] [-S seed] [-N negative_ttl_s] [-L max_lookups] [-T limit_s] STEP...\n");
 	return 1;
 }
 
@@ -275,7 +276,7 @@ int main(int argc, char **argv)
 	int opt, rc;
 
 	p.limit_ms = 30000;
-	while ((opt = getopt(argc, argv, "s:r:t:n:S:N:T:")) != -1) {
+	while ((opt = getopt(argc, argv, "s:r:t:n:S:N:L:T:")) != -1) {
 		switch (opt) {
 		case 's':
 			if (o.n_servers >= CONF_MAX_DNS_SERVERS || parse_server(optarg, &servers[o.n_servers]) < 0)
@@ -287,6 +288,7 @@ int main(int argc, char **argv)
 		case 'n': o.n_tries = (unsigned)atoi(optarg); break;
 		case 'S': o.seed = strtoull(optarg, NULL, 0); break;
 		case 'N': o.negative_ttl_s = (unsigned)atoi(optarg); break;
+		case 'L': o.max_lookups = (unsigned)atoi(optarg); break;
 		case 'T': p.limit_ms = atol(optarg) * 1000; break;
 		default: return usage();
 		}

@@ -1,0 +1,368 @@
+"""test_dns_resolution - the dns module against a real DNS server on loopback.
+
+Owns:     two throwaway unbound instances on 127.0.0.1 (one serving the
+          test zones, one that refuses everything so the first can answer
+          SERVFAIL for fail.example), a silent UDP socket (timeouts), and
+          dns_probe runs: one reactor, one resolver, lookups through the
+          io_uring poll/timeout glue, results printed as key=value lines.
+Must not: listen anywhere but 127.0.0.1, forward to the internet (the
+          zones are local-data; the only forward goes to the refuser).
+Interface: pytest-3 test/integration/test_dns_resolution.py
+          env RINGMTA_DNS_PROBE (default: test/dns_probe next to RINGMTA_BIN).
+Limits:   every unbound and probe run has a timeout; unbound readiness 10 s.
+Skips:    only when unbound is not installed (Debian package `unbound`).
+Standards: RFC 5321 5.1 (MX order, implicit MX), RFC 7505 (null MX),
+          RFC 5321 4.1.3 (address literals), RFC 1035 (rcodes).
+"""
+
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import RINGMTA_BIN, parse_kv
+
+PROBE = os.environ.get("RINGMTA_DNS_PROBE",
+                       str(Path(RINGMTA_BIN).parent / "test" / "dns_probe"))
+UNBOUND_READY_S = 10.0
+PROBE_TIMEOUT_S = 30.0
+
+# The zones. local-zone static: names without data are NXDOMAIN, names with
+# other data are NODATA for the type asked.
+ZONE = """
+  local-zone: "test." static
+  local-data: "multi.test. 300 IN MX 20 mx2.multi.test."
+  local-data: "multi.test. 300 IN MX 10 mx1.multi.test."
+  local-data: "multi.test. 300 IN MX 30 mx3.multi.test."
+  local-data: "mx1.multi.test. 300 IN A 127.0.0.2"
+  local-data: "mx1.multi.test. 300 IN AAAA 2001:db8::2"
+  local-data: "mx2.multi.test. 300 IN A 127.0.0.3"
+  local-data: "equal.test. 300 IN MX 10 a.equal.test."
+  local-data: "equal.test. 300 IN MX 10 b.equal.test."
+  local-data: "equal.test. 300 IN MX 10 c.equal.test."
+  local-data: "equal.test. 300 IN MX 20 z.equal.test."
+  local-data: "a.equal.test. 300 IN A 127.0.1.1"
+  local-data: "b.equal.test. 300 IN A 127.0.1.2"
+  local-data: "c.equal.test. 300 IN A 127.0.1.3"
+  local-data: "z.equal.test. 300 IN A 127.0.1.9"
+  local-data: "amx.test. 300 IN A 127.0.0.9"
+  local-data: "amx.test. 300 IN AAAA 2001:db8::9"
+  local-data: "null.test. 300 IN MX 0 ."
+  local-data: "nohost.test. 300 IN MX 10 nowhere.nohost.test."
+  local-data: "nodata.test. 300 IN TXT \\"no mail here\\""
+  local-data: "halffail.test. 300 IN MX 10 mx.fail.example."
+  local-data: "halffail.test. 300 IN MX 20 mx2.multi.test."
+  local-data: "ttl.test. 2 IN MX 10 mx.ttl.test."
+  local-data: "mx.ttl.test. 2 IN A 127.0.0.4"
+  local-data: "relay.test. 300 IN A 127.0.0.7"
+  local-zone: "fail.example." transparent
+"""
+
+SERVER_CONF = """server:
+  interface: 127.0.0.1
+  port: {port}
+  do-daemonize: no
+  username: ""
+  chroot: ""
+  directory: "{dir}"
+  pidfile: ""
+  use-syslog: no
+  logfile: ""
+  verbosity: 1
+  do-ip6: no
+  do-not-query-localhost: no
+  module-config: "iterator"
+  auto-trust-anchor-file: ""
+  root-hints: ""
+  num-threads: 1
+  access-control: 127.0.0.0/8 {access}
+{zone}
+{forward}
+remote-control:
+  control-enable: no
+"""
+
+
+def unbound_bin():
+    """unbound_bin - the unbound daemon, or None (it lives in /usr/sbin)."""
+    return shutil.which("unbound") or next(
+        (p for p in ("/usr/sbin/unbound", "/sbin/unbound") if os.access(p, os.X_OK)), None)
+
+
+def free_udp_port():
+    """free_udp_port - a loopback UDP port nobody is bound to right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def dns_query(port, name, qtype=15, timeout=1.0):
+    """dns_query - one raw UDP query; the rcode, or None on timeout."""
+    qname = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".") if p) + b"\0"
+    pkt = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + qname + struct.pack(">HH", qtype, 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(pkt, ("127.0.0.1", port))
+        try:
+            data = s.recv(4096)
+        except (socket.timeout, OSError):
+            return None
+    return data[3] & 0x0F
+
+
+class Unbound:
+    """Unbound - one throwaway unbound process on 127.0.0.1:port."""
+
+    def __init__(self, workdir, name, access, zone="", forward=""):
+        self.port = free_udp_port()
+        self.dir = workdir
+        self.conf = workdir / f"{name}.conf"
+        self.log = workdir / f"{name}.log"
+        self.conf.write_text(SERVER_CONF.format(port=self.port, dir=workdir, access=access,
+                                                zone=zone, forward=forward))
+        self.proc = None
+
+    def start(self):
+        logf = open(self.log, "wb")
+        self.proc = subprocess.Popen([unbound_bin(), "-d", "-c", str(self.conf)],
+                                     stdin=subprocess.DEVNULL, stdout=logf, stderr=logf)
+        logf.close()
+
+    def wait_ready(self, probe_name):
+        deadline = time.monotonic() + UNBOUND_READY_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"unbound exited {self.proc.returncode}: {self.log.read_text()}")
+            if dns_query(self.port, probe_name, timeout=0.2) is not None:
+                return
+            time.sleep(0.05)
+        pytest.fail(f"unbound on port {self.port} not ready in {UNBOUND_READY_S}s:"
+                    f" {self.log.read_text()}")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def dns_server(tmp_path_factory):
+    """dns_server - the zone server's port; a refuser behind fail.example."""
+    if unbound_bin() is None:
+        pytest.skip("unbound is not installed (apt-get install unbound)")
+    if not os.access(PROBE, os.X_OK):
+        pytest.fail(f"dns_probe not found at {PROBE}: build it (ninja) or set RINGMTA_DNS_PROBE")
+    workdir = tmp_path_factory.mktemp("unbound")
+    refuser = Unbound(workdir, "refuser", "refuse")
+    forward = (f'forward-zone:\n  name: "fail.example."\n'
+               f'  forward-addr: 127.0.0.1@{refuser.port}\n')
+    server = Unbound(workdir, "zones", "allow", zone=ZONE, forward=forward)
+    try:
+        refuser.start()
+        server.start()
+        refuser.wait_ready("anything.example")
+        server.wait_ready("multi.test")
+        yield server.port
+    finally:
+        server.stop()
+        refuser.stop()
+
+
+def probe(port, *steps, opts=(), check=True):
+    """probe - run dns_probe against 127.0.0.1:port; its answer lines."""
+    argv = [PROBE, "-s", f"127.0.0.1:{port}", "-t", "1", "-n", "2", *opts, *steps]
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
+    if p.returncode == 77:
+        pytest.skip(f"dns_probe: io_uring unavailable: {p.stderr.strip()}")
+    if check:
+        assert p.returncode == 0, f"dns_probe {steps}: got exit {p.returncode}, want 0;" \
+                                  f" stderr: {p.stderr}"
+    return [line for line in p.stdout.splitlines() if line]
+
+
+def result(line):
+    """result - one answer line as a dict, hosts as [(pref, name, status, [addrs])]."""
+    kv = parse_kv(line)
+    hosts = []
+    if kv.get("hosts"):
+        for h in kv["hosts"].split(","):
+            pref, name, status, addrs = h.split("/")
+            hosts.append((int(pref), name, status, [] if addrs == "-" else addrs.split("|")))
+    kv["hosts"] = hosts
+    return kv
+
+
+def one(port, step, opts=()):
+    lines = probe(port, step, opts=opts)
+    assert len(lines) == 1, f"{step}: got {lines}, want one answer line"
+    return result(lines[0])
+
+
+def test_mx_preference_order(dns_server):
+    r = one(dns_server, "mx:multi.test")
+    assert r["status"] == "ok", f"got {r}, want status ok"
+    assert r["implicit"] == "0"
+    assert [(h[0], h[1]) for h in r["hosts"]] == \
+        [(10, "mx1.multi.test"), (20, "mx2.multi.test"), (30, "mx3.multi.test")], \
+        f"got {r['hosts']}, want ascending preference"
+    assert r["hosts"][0][3] == ["127.0.0.2", "2001:db8::2"], \
+        f"got {r['hosts'][0]}, want mx1's A and AAAA"
+    assert r["hosts"][1][2:] == ("ok", ["127.0.0.3"]), f"got {r['hosts'][1]}"
+    assert r["hosts"][2][2] == "nohost", f"got {r['hosts'][2]}, want mx3 without address"
+    assert r["queries"] == "7", f"got {r['queries']} queries, want 1 MX + 3 x (A, AAAA)"
+    assert int(r["ttl"]) == 300
+
+
+def test_mx_equal_preferences_shuffled(dns_server):
+    # 1 network lookup then 199 cache hits: each lookup draws a new order.
+    lines = probe(dns_server, *(["mx:equal.test"] * 200), opts=("-S", "7"))
+    orders = Counter()
+    for line in lines:
+        r = result(line)
+        assert r["status"] == "ok"
+        names = [h[1][0] for h in r["hosts"]]
+        assert [h[0] for h in r["hosts"]] == [10, 10, 10, 20], f"got {r['hosts']}"
+        assert names[3] == "z", f"got {names}, want z.equal.test (preference 20) last"
+        orders["".join(names[:3])] += 1
+    assert set(orders) == {"abc", "acb", "bac", "bca", "cab", "cba"}, \
+        f"got orders {dict(orders)}, want all 6 of a, b, c"
+    assert min(orders.values()) > 10, f"got {dict(orders)}, want each order ~33 of 200"
+
+
+def test_no_mx_falls_back_to_address(dns_server):
+    r = one(dns_server, "mx:amx.test")
+    assert r["status"] == "ok" and r["implicit"] == "1", f"got {r}"
+    assert r["hosts"] == [(0, "amx.test", "ok", ["127.0.0.9", "2001:db8::9"])], f"got {r['hosts']}"
+
+
+def test_no_mx_no_address_is_permanent(dns_server):
+    r = one(dns_server, "mx:nodata.test")
+    assert r["status"] == "nohost" and r["implicit"] == "1", f"got {r}"
+
+
+def test_mx_host_without_address_is_permanent(dns_server):
+    r = one(dns_server, "mx:nohost.test")
+    assert r["status"] == "nohost", f"got {r}"
+    assert r["hosts"] == [(10, "nowhere.nohost.test", "nohost", [])]
+
+
+def test_null_mx_rfc7505(dns_server):
+    r = one(dns_server, "mx:null.test")
+    assert r["status"] == "null-mx", f"got {r}, want null-mx (bounce 5.1.10)"
+    assert r["hosts"] == [] and r["queries"] == "1", f"got {r}, want no address query"
+
+
+def test_nxdomain_is_permanent(dns_server):
+    r = one(dns_server, "mx:nope.test")
+    assert r["status"] == "nxdomain", f"got {r}"
+    assert r["queries"] == "1"
+
+
+def test_servfail_is_temporary(dns_server):
+    assert dns_query(dns_server, "x.fail.example") == 2, "the zone server should SERVFAIL"
+    r = one(dns_server, "mx:x.fail.example")
+    assert r["status"] == "tempfail", f"got {r}"
+    assert r["ttl"] == "0"
+
+
+def test_servfail_not_cached(dns_server):
+    lines = [result(x) for x in probe(dns_server, "mx:x.fail.example", "mx:x.fail.example")]
+    assert [x["status"] for x in lines] == ["tempfail", "tempfail"]
+    assert lines[1]["cached"] == "0" and int(lines[1]["queries"]) >= 1, \
+        f"got {lines[1]}, want a temporary failure asked again, not cached"
+
+
+def test_one_mx_host_failing_keeps_the_others(dns_server):
+    r = one(dns_server, "mx:halffail.test", opts=("-N", "7"))
+    assert r["status"] == "ok", f"got {r}"
+    assert [(h[0], h[1], h[2]) for h in r["hosts"]] == \
+        [(10, "mx.fail.example", "tempfail"), (20, "mx2.multi.test", "ok")], f"got {r['hosts']}"
+    assert int(r["ttl"]) <= 7, f"got ttl {r['ttl']}, want a partial answer kept <= negative TTL"
+
+
+def test_timeout_is_temporary(dns_server):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        t0 = time.monotonic()
+        lines = probe(port, "mx:multi.test", opts=("-T", "20"))
+        took = time.monotonic() - t0
+    r = result(lines[0])
+    assert r["status"] == "tempfail", f"got {r}"
+    assert took < 15, f"took {took:.1f}s, want udns's timeout (1 s, 2 tries) to end it"
+
+
+def test_ttl_cache(dns_server):
+    lines = [result(x) for x in probe(dns_server, "mx:ttl.test", "mx:TTL.test.", "host:mx.ttl.test",
+                                      "sleep:2600", "mx:ttl.test", "stats")[:4]]
+    first, second, host, third = lines
+    assert first["status"] == "ok" and first["cached"] == "0" and first["queries"] == "3"
+    assert second["cached"] == "1" and second["queries"] == "0", \
+        f"got {second}, want the second lookup from the cache, no query"
+    assert int(second["ttl"]) <= 2
+    assert host["cached"] == "0", "a host lookup has its own cache key"
+    assert third["cached"] == "0" and third["queries"] == "3", \
+        f"got {third}, want the TTL (2 s) expired and the network asked again"
+
+
+def test_negative_answers_cached(dns_server):
+    lines = [result(x) for x in probe(dns_server, "mx:nope.test", "mx:nope.test",
+                                      "mx:null.test", "mx:null.test")]
+    assert [(x["status"], x["cached"], x["queries"]) for x in lines] == [
+        ("nxdomain", "0", "1"), ("nxdomain", "1", "0"),
+        ("null-mx", "0", "1"), ("null-mx", "1", "0")], f"got {lines}"
+
+
+def test_host_lookup_for_relayhost(dns_server):
+    lines = [result(x) for x in probe(dns_server, "host:[relay.test]", "host:nope.test",
+                                      "host:192.0.2.5", "mx:[IPv6:::1]")]
+    relay, nope, lit4, lit6 = lines
+    assert relay["status"] == "ok" and relay["queries"] == "2", \
+        f"got {relay}, want A+AAAA and no MX query for [relay.test]"
+    assert relay["hosts"] == [(0, "relay.test", "ok", ["127.0.0.7"])]
+    assert nope["status"] == "nohost", f"got {nope}"
+    assert (lit4["literal"], lit4["queries"], lit4["hosts"]) == \
+        ("1", "0", [(0, "192.0.2.5", "ok", ["192.0.2.5"])]), f"got {lit4}"
+    assert (lit6["literal"], lit6["queries"], lit6["hosts"][0][3]) == ("1", "0", ["::1"]), f"got {lit6}"
+
+
+def test_parallel_lookups_on_one_ring(dns_server):
+    step = "+".join(["mx:multi.test", "mx:null.test", "mx:nope.test", "mx:x.fail.example",
+                     "mx:amx.test", "host:relay.test", "mx:equal.test", "mx:[127.0.0.1]"])
+    got = {(r["__kind"], r["__name"]): r["status"] for r in
+           ({**result(x), "__kind": x.split()[0], "__name": x.split()[1]}
+            for x in probe(dns_server, step))}
+    assert got == {("mx", "multi.test"): "ok", ("mx", "null.test"): "null-mx",
+                   ("mx", "nope.test"): "nxdomain", ("mx", "x.fail.example"): "tempfail",
+                   ("mx", "amx.test"): "ok", ("host", "relay.test"): "ok",
+                   ("mx", "equal.test"): "ok", ("mx", "[127.0.0.1]"): "ok"}, f"got {got}"
+
+
+def test_lookup_limit_and_bad_names(dns_server):
+    lines = probe(dns_server, "mx:multi.test+mx:amx.test+mx:equal.test", "mx:bad name.test",
+                  "mx:a..b", opts=("-L", "2"))
+    assert sum("status=ok" in x for x in lines) == 2, f"got {lines}, want 2 answers"
+    assert "mx equal.test error=Resource temporarily unavailable" in lines, \
+        f"got {lines}, want the third lookup refused (-EAGAIN) at max_lookups 2"
+    assert "mx bad name.test error=Invalid argument" in lines
+    assert "mx a..b error=Invalid argument" in lines
+
+
+def test_unreadable_resolv_conf(tmp_path):
+    if not os.access(PROBE, os.X_OK):
+        pytest.fail(f"dns_probe not found at {PROBE}")
+    p = subprocess.run([PROBE, "-r", str(tmp_path / "missing.conf"), "mx:a.test"],
+                       capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
+    assert p.returncode == 1, f"got exit {p.returncode}, want 1"
+    assert "dns: open" in p.stderr and "No such file" in p.stderr, f"got {p.stderr!r}"
