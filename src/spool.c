@@ -82,8 +82,16 @@
 #define MAX_RECORD_BYTES (16u << 20)
 /* MAX_EXTENTS - 2^20 chunks of 64 KiB: 64 GiB, far above any size limit. */
 #define MAX_EXTENTS (1u << 20)
-/* FREE_MSGS - message buffers a shard keeps for reuse (64 KiB each). */
+/* FREE_MSGS - message structs a shard keeps for reuse. */
 #define FREE_MSGS 64u
+/*
+ * MSG_BUF_MIN_BYTES, MSG_BUF_KEEP_BYTES - a message's content buffer
+ * starts at 4 KiB and doubles up to SPOOL_CHUNK_BYTES, so 10k sessions in
+ * DATA with small mails hold tens of MB, not 10k x 64 KiB; a pooled
+ * message keeps at most 16 KiB of it.
+ */
+#define MSG_BUF_MIN_BYTES 4096u
+#define MSG_BUF_KEEP_BYTES (16u * 1024u)
 /* REBUILD_BUCKETS - hash buckets for uncommitted messages during a scan. */
 #define REBUILD_BUCKETS 4096u
 #define MARKER_NAME "clean"		/* in index/, which is ours */
@@ -288,8 +296,8 @@ struct spool_msg {
 	uint32_t gen;			/* shard gen at the first disk write */
 	uint64_t first_seq;		/* segment of the first record: pinned */
 	int err;			/* sticky */
-	uint8_t *buf;			/* SPOOL_CHUNK_BYTES */
-	size_t buf_len;
+	uint8_t *buf;			/* grows to SPOOL_CHUNK_BYTES */
+	size_t buf_len, buf_cap;
 	uint64_t size;
 	uint32_t crc;
 	struct rm_buf extents;
@@ -931,10 +939,6 @@ static struct spool_msg *msg_get(struct spool_shard *sh)
 	} else {
 		if ((m = calloc(1, sizeof(*m))) == NULL)
 			return NULL;
-		if ((m->buf = malloc(SPOOL_CHUNK_BYTES)) == NULL) {
-			free(m);
-			return NULL;
-		}
 		rm_buf_init(&m->extents, (size_t)MAX_EXTENTS * EXTENT_BYTES);
 		rm_buf_init(&m->value, (size_t)MAX_RECORD_BYTES * 2);
 	}
@@ -968,6 +972,11 @@ static void msg_put(struct spool_msg *m)
 		rm_buf_fini(&m->extents);
 	if (m->value.cap > SPOOL_CHUNK_BYTES)
 		rm_buf_fini(&m->value);
+	if (m->buf_cap > MSG_BUF_KEEP_BYTES) {
+		free(m->buf);
+		m->buf = NULL;
+		m->buf_cap = 0;
+	}
 	m->next = sh->free;
 	sh->free = m;
 	sh->n_free++;
@@ -1077,6 +1086,28 @@ const char *spool_msg_id(const struct spool_msg *m)
 	return m->id_str;
 }
 
+/* msg_buf_reserve - room for need buffered bytes (need <= a chunk). */
+static int msg_buf_reserve(struct spool_msg *m, size_t need, struct rm_err *err)
+{
+	size_t cap = m->buf_cap ? m->buf_cap : MSG_BUF_MIN_BYTES;
+	uint8_t *nb;
+
+	if (need <= m->buf_cap)
+		return 0;
+	while (cap < need)
+		cap *= 2;
+	if (cap > SPOOL_CHUNK_BYTES)
+		cap = SPOOL_CHUNK_BYTES;
+	if ((nb = realloc(m->buf, cap)) == NULL) {
+		m->err = -ENOMEM;
+		return rm_err_set(err, -ENOMEM, "spool: message %s: %s", m->id_str,
+				  strerror(ENOMEM));
+	}
+	m->buf = nb;
+	m->buf_cap = cap;
+	return 0;
+}
+
 int spool_msg_write(struct spool_msg *m, const void *p, size_t len,
 		    struct rm_err *err)
 {
@@ -1100,6 +1131,8 @@ int spool_msg_write(struct spool_msg *m, const void *p, size_t len,
 			continue;
 		}
 		n = n < len ? n : len;
+		if ((rc = msg_buf_reserve(m, m->buf_len + n, err)) < 0)
+			return rc;
 		memcpy(m->buf + m->buf_len, s, n);
 		m->buf_len += n;
 		s += n;

@@ -369,7 +369,8 @@ const char *spool_msg_id(const struct spool_msg *m);
 
 /*
  * spool_msg_write - append len bytes of content (p is copied or written
- * before return). Content is buffered up to SPOOL_CHUNK_BYTES and written
+ * before return). Content is buffered up to SPOOL_CHUNK_BYTES (the buffer
+ * grows with the message, so a small one holds little memory) and written
  * to the segment with pwrite (page cache only; no sync). On error nothing
  * already acknowledged is affected and the message can only be aborted.
  * Returns 0, -ENOSPC, -EIO, -EFBIG or another -errno from open/pwrite/
