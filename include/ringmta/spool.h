@@ -492,10 +492,10 @@ int spool_shard_sweep(struct spool_shard *sh, struct rm_err *err);
  * in one read txn (a consistent snapshot; the daemon keeps writing).
  * e and everything it points to are valid only during the call. cb may
  * call spool_read(), spool_shard_update() and spool_shard_done(), but not
- * spool_shard_sync_end() (its write txn must not nest in the read txn). cb returns
- * 0 to go on or anything else to stop; that value is returned. Returns 0,
- * cb's value, -ENOMEM, SPOOL_ECORRUPT (an index entry does not parse),
- * SPOOL_EINDEX.
+ * spool_shard_sync_end() (its write txn must not nest in the read txn).
+ * cb returns 0 to go on or anything else to stop; that value is returned.
+ * Returns 0, cb's value, -ENOMEM, SPOOL_ECORRUPT (an index entry does not
+ * parse), SPOOL_EVERSION, SPOOL_EINDEX.
  */
 int spool_list(struct spool *sp,
 	       int (*cb)(void *arg, const struct spool_entry *e), void *arg,
