@@ -37,7 +37,7 @@
 
 #include <liburing.h>
 
-#include "bench_reactor.h"
+#include "ringmta/reactor.h"
 #include "ringmta/smtp_client.h"
 #include "ringmta/util.h"
 
@@ -1149,7 +1149,8 @@ int bench_send_main(int argc, char **argv)
 	free(ws);
 	for (i = 0; i < o.n_tmpl; i++)
 		bench_tmpl_free(&o.tmpl[i]);
-	if (rc == 0 && (total.st.done != total.st.started || total.st.failed))
+	if (rc == 0 && (total.st.done != total.st.started || total.st.failed ||
+			(o.messages && total.st.done < o.messages)))
 		rc = 3;
 	return rc;
 }

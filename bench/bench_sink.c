@@ -38,7 +38,7 @@
 
 #include <liburing.h>
 
-#include "bench_reactor.h"
+#include "ringmta/reactor.h"
 #include "ringmta/smtp_server.h"
 #include "ringmta/util.h"
 
