@@ -107,9 +107,12 @@ install_opensmtpd() {
 	log "unpacking opensmtpd (apt-get download) under $OPENSMTPD_DIR"
 	mkdir -p "$OPENSMTPD_DIR"
 	(cd "$OPENSMTPD_DIR" && apt-get download opensmtpd >/dev/null 2>&1 && dpkg -x opensmtpd_*.deb .) || return 1
-	getent group _smtpq >/dev/null || groupadd --system _smtpq
-	getent passwd _smtpd >/dev/null || useradd --system --no-create-home -d /var/empty -s /usr/sbin/nologin _smtpd
-	getent passwd _smtpq >/dev/null || useradd --system --no-create-home -d /var/empty -s /usr/sbin/nologin -g _smtpq _smtpq
+	# Debian's build runs as opensmtpd/opensmtpq and chroots to /var/lib/opensmtpd/empty
+	getent group opensmtpq >/dev/null || groupadd --system opensmtpq
+	getent passwd opensmtpd >/dev/null || useradd --system --no-create-home -d /var/empty -s /usr/sbin/nologin opensmtpd
+	getent passwd opensmtpq >/dev/null || useradd --system --no-create-home -d /var/empty -s /usr/sbin/nologin -g opensmtpq opensmtpq
+	mkdir -p /var/lib/opensmtpd/empty
+	chgrp opensmtpq "$OPENSMTPD_DIR/usr/sbin/smtpctl" && chmod g+s "$OPENSMTPD_DIR/usr/sbin/smtpctl"
 }
 
 systems=""
@@ -248,7 +251,7 @@ haraka_start() {
 	echo ringmta-bench-haraka.test >"$d/config/me"
 	echo 127.0.0.0/8 >"$d/config/relay_acl_allow"
 	printf '[relay]\nacl=true\nforce_routing=false\ndest_domains=false\n' >"$d/config/relay.ini"
-	printf 'LOGINFO\n' >"$d/config/loglevel"
+	printf 'LOGNOTICE\n' >"$d/config/loglevel"
 	echo 0 >"$d/config/databytes" 2>/dev/null || true
 	if [ "$1" = relay ]; then
 		printf 'relay\nqueue/smtp_forward\n' >"$d/config/plugins"
@@ -269,27 +272,23 @@ haraka_root() { echo "${pid[haraka]}"; }
 
 # --- opensmtpd ----------------------------------------------------------------
 opensmtpd_start() {
-	local d=$work/opensmtpd
-	rm -rf "$d"; mkdir -p "$d"
-	if [ "$1" = relay ]; then
-		cat >"$d/smtpd.conf" <<EOF
+	# The queue (/var/spool/smtpd) and control socket paths are compiled in;
+	# we only run when no system OpenSMTPD is installed, and empty the queue
+	# before every run.
+	local d=$work/opensmtpd relay_to=127.0.0.1:9
+	[ "$1" = relay ] && relay_to=127.0.0.1:$sink_port
+	rm -rf "$d" /var/spool/smtpd; mkdir -p "$d"
+	cat >"$d/smtpd.conf" <<EOF
 listen on 127.0.0.1 port ${port[opensmtpd]} hostname opensmtpd-bench.test
-action "out" relay host smtp://127.0.0.1:$sink_port
+action "out" relay host smtp://$relay_to
 match from local for any action "out"
 EOF
-	else
-		# accept-only: delivered to an mda that discards (the queue write and
-		# its fsync before the 250 are still OpenSMTPD's normal path)
-		cat >"$d/smtpd.conf" <<EOF
-listen on 127.0.0.1 port ${port[opensmtpd]} hostname opensmtpd-bench.test
-action "drop" mda "/bin/cat >/dev/null" user nobody
-match from local for any action "drop"
-EOF
-	fi
-	LD_LIBRARY_PATH=$OPENSMTPD_DIR/usr/lib/x86_64-linux-gnu "$OPENSMTPD_DIR/usr/sbin/smtpd" \
-		-d -f "$d/smtpd.conf" >>"$work/opensmtpd.log" 2>&1 &
+	"$OPENSMTPD_DIR/usr/sbin/smtpd" -d -f "$d/smtpd.conf" >>"$work/opensmtpd.log" 2>&1 &
 	pid[opensmtpd]=$!
 	wait_banner "${port[opensmtpd]}" 15 || die "opensmtpd did not start: $(tail -5 "$work/opensmtpd.log")"
+	# accept-only: queued (written and fsynced before the 250) and held:
+	# outbound delivery is paused, as Postfix's HOLD
+	[ "$1" = relay ] || "$OPENSMTPD_DIR/usr/sbin/smtpctl" pause mta >/dev/null
 }
 opensmtpd_stop() { stop_pid "${pid[opensmtpd]:-}"; pid[opensmtpd]=""; }
 opensmtpd_root() { echo "${pid[opensmtpd]}"; }
