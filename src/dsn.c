@@ -415,8 +415,8 @@ static void item_text_intro(struct dsn_writer *w)
 		break;
 	}
 	if (w->is_full_cut)
-		st_str(w, "\r\nThe message was too large to return in full;\r\n"
-			  "only its headers are attached.\r\n");
+		st_str(w, "\r\nThe message could not be returned in full (it is too\r\n"
+			  "large, or binary); only its headers are attached.\r\n");
 	st_str(w, "\r\n                   The mail system\r\n");
 }
 

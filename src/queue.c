@@ -202,7 +202,7 @@ static const struct fault_rule fault_rules[QUEUE_FAULT_COUNT_] = {
 	[QUEUE_FAULT_NEED_SMTPUTF8] = { "NEED_SMTPUTF8", QUEUE_BOUNCE, "5.6.7", false, false, "UTF-8 envelope, peer lacks SMTPUTF8" },
 	[QUEUE_FAULT_TOO_BIG] = { "TOO_BIG", QUEUE_BOUNCE, "5.3.4", false, false, "message larger than the peer's SIZE" },
 	[QUEUE_FAULT_LOCAL] = { "LOCAL", QUEUE_DEFER, "4.3.0", false, false, "local error" },
-	[QUEUE_FAULT_EXPIRED] = { "EXPIRED", QUEUE_BOUNCE, "5.4.7", false, false, "maximal queue lifetime exceeded" },
+	[QUEUE_FAULT_EXPIRED] = { "EXPIRED", QUEUE_BOUNCE, "4.4.7", false, false, "maximal queue lifetime exceeded" },
 };
 
 void queue_classify_fault(enum queue_fault fault, struct queue_outcome *out)
@@ -214,6 +214,22 @@ void queue_classify_fault(enum queue_fault fault, struct queue_outcome *out)
 	r = &fault_rules[fault];
 	set(out, r->verdict, r->status, r->is_next_host, r->is_dest_fault,
 	    r->reason);
+}
+
+enum queue_fault queue_fault_from_errno(int neg_errno, bool is_connect)
+{
+	switch (-neg_errno) {
+	case ECONNREFUSED:
+		return QUEUE_FAULT_CONN_REFUSED;
+	case EHOSTUNREACH: case ENETUNREACH: case EHOSTDOWN: case ENETDOWN:
+	case EADDRNOTAVAIL:
+		return QUEUE_FAULT_UNREACHABLE;
+	case ETIMEDOUT:
+		return is_connect ? QUEUE_FAULT_CONNECT_TIMEOUT : QUEUE_FAULT_TIMEOUT;
+	case ENOMEM: case ENOBUFS: case EMFILE: case ENFILE:
+		return QUEUE_FAULT_LOCAL;
+	}
+	return is_connect ? QUEUE_FAULT_LOCAL : QUEUE_FAULT_CONN_LOST;
 }
 
 const char *queue_fault_name(enum queue_fault fault)

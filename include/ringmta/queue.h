@@ -25,7 +25,7 @@
  * (a thundering herd on the destination that just recovered).
  *
  * Expiry. A recipient still undelivered maximal_queue_lifetime after
- * arrival is bounced (5.4.7) with its last reason as the diagnostic. A
+ * arrival is bounced (status 4.4.7) with its last reason as the diagnostic. A
  * lifetime of 0 means one attempt only (Postfix's meaning of 0).
  *
  * Classification. Every outcome of an attempt is turned into a verdict
@@ -135,7 +135,9 @@ enum queue_fault {
 	QUEUE_FAULT_NEED_SMTPUTF8,    /* UTF-8 envelope, peer lacks SMTPUTF8 (RFC 6531 3.5): bounce 5.6.7 */
 	QUEUE_FAULT_TOO_BIG,          /* larger than the peer's SIZE (RFC 1870 6): bounce 5.3.4 */
 	QUEUE_FAULT_LOCAL,            /* our own trouble (spool read, memory): defer 4.3.0 */
-	QUEUE_FAULT_EXPIRED,          /* maximal_queue_lifetime reached: bounce 5.4.7 */
+	QUEUE_FAULT_EXPIRED,          /* maximal_queue_lifetime reached: bounce 4.4.7 (RFC 3463 3.5:
+				       * X.4.7 is "useful only as a persistent transient error";
+				       * the DSN says Action: failed, as sendmail's does) */
 	QUEUE_FAULT_COUNT_
 };
 
@@ -176,6 +178,17 @@ void queue_classify_reply(unsigned code, const char *esc,
  * queue_fault for the table). An unknown value is our bug (rm_panic).
  */
 void queue_classify_fault(enum queue_fault fault, struct queue_outcome *out);
+
+/*
+ * queue_fault_from_errno - the fault for a failed socket operation:
+ * neg_errno is the -errno of a connect (is_connect) or of a later
+ * send/recv. ECONNREFUSED: CONN_REFUSED; EHOSTUNREACH, ENETUNREACH,
+ * EHOSTDOWN, ENETDOWN, EADDRNOTAVAIL: UNREACHABLE; ETIMEDOUT: CONNECT_TIMEOUT
+ * while connecting, else TIMEOUT; ECONNRESET, EPIPE, ECONNABORTED and any
+ * other error after the connection was up: CONN_LOST; ENOMEM, ENOBUFS,
+ * EMFILE, ENFILE and any other error while connecting: LOCAL (our side).
+ */
+enum queue_fault queue_fault_from_errno(int neg_errno, bool is_connect);
 
 /* queue_fault_name - constant name of a fault ("CONN_REFUSED"), "?" if unknown. */
 const char *queue_fault_name(enum queue_fault fault);

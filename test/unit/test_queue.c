@@ -287,7 +287,7 @@ static void test_classify_fault(void)
 		{ QUEUE_FAULT_NEED_SMTPUTF8, QUEUE_BOUNCE, "5.6.7", false, false },
 		{ QUEUE_FAULT_TOO_BIG, QUEUE_BOUNCE, "5.3.4", false, false },
 		{ QUEUE_FAULT_LOCAL, QUEUE_DEFER, "4.3.0", false, false },
-		{ QUEUE_FAULT_EXPIRED, QUEUE_BOUNCE, "5.4.7", false, false },
+		{ QUEUE_FAULT_EXPIRED, QUEUE_BOUNCE, "4.4.7", false, false },
 	};
 	struct queue_outcome o;
 	size_t i;
@@ -308,6 +308,38 @@ static void test_classify_fault(void)
 	T_EQ_STR(queue_fault_name((enum queue_fault)0), "?");
 	T_EQ_STR(queue_fault_name(QUEUE_FAULT_COUNT_), "?");
 	T_EQ_STR(queue_verdict_name((enum queue_verdict)9), "?");
+}
+
+static void test_fault_from_errno(void)
+{
+	static const struct {
+		const char *name;
+		int err;
+		bool is_connect;
+		enum queue_fault want;
+	} cases[] = {
+		{ "connect ECONNREFUSED", -ECONNREFUSED, true, QUEUE_FAULT_CONN_REFUSED },
+		{ "connect EHOSTUNREACH", -EHOSTUNREACH, true, QUEUE_FAULT_UNREACHABLE },
+		{ "connect ENETUNREACH", -ENETUNREACH, true, QUEUE_FAULT_UNREACHABLE },
+		{ "connect EADDRNOTAVAIL", -EADDRNOTAVAIL, true, QUEUE_FAULT_UNREACHABLE },
+		{ "connect ETIMEDOUT", -ETIMEDOUT, true, QUEUE_FAULT_CONNECT_TIMEOUT },
+		{ "recv ETIMEDOUT", -ETIMEDOUT, false, QUEUE_FAULT_TIMEOUT },
+		{ "recv ECONNRESET", -ECONNRESET, false, QUEUE_FAULT_CONN_LOST },
+		{ "send EPIPE", -EPIPE, false, QUEUE_FAULT_CONN_LOST },
+		{ "recv EIO", -EIO, false, QUEUE_FAULT_CONN_LOST },
+		{ "socket EMFILE", -EMFILE, true, QUEUE_FAULT_LOCAL },
+		{ "send ENOBUFS", -ENOBUFS, false, QUEUE_FAULT_LOCAL },
+		{ "connect EINVAL", -EINVAL, true, QUEUE_FAULT_LOCAL },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		T_CASE(cases[i].name);
+		T_CHECK(queue_fault_from_errno(cases[i].err, cases[i].is_connect) == cases[i].want,
+			"got %s, want %s",
+			queue_fault_name(queue_fault_from_errno(cases[i].err, cases[i].is_connect)),
+			queue_fault_name(cases[i].want));
+	}
 }
 
 /* the test's next-hop table: "b.example" and "c.example" share one site */
@@ -475,6 +507,7 @@ int main(void)
 	test_status_valid();
 	test_classify_reply();
 	test_classify_fault();
+	test_fault_from_errno();
 	test_group();
 	test_dest();
 	return t_done();
