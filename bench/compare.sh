@@ -3,6 +3,7 @@
 #
 # Usage: sudo bench/compare.sh [--quick] [--reps N] [--systems "ringmta postfix haraka opensmtpd"]
 #                              [--scenarios REGEX] [--out DIR] [--no-install] [--keep]
+#        bench/compare.sh --tools [--reps N] [--messages N]
 #
 # Owns:     one work dir under $BENCH_TMP (default /var/tmp), and in it a private
 #           instance of every system on its own 127.0.0.1 port: ringmta
@@ -30,6 +31,11 @@
 #           was produced; 1 on set-up errors; 2 on usage.
 # --quick:  the CI smoke run: 2 scenarios, 300 messages, 1 repetition, no
 #           warm-up, only systems already installed (no downloads): seconds.
+# --tools:  instead, the load tools themselves: ringmta-bench send -> sink
+#           against Postfix's smtp-source -> smtp-sink, 20 sessions, 1 KiB,
+#           with and without connection reuse, --reps alternating runs
+#           (--messages N per reuse run, N/4 without), medians and the ratio
+#           (issue 5 asks for >= 2x). Needs no root.
 # Env:      RINGMTA_BIN (default <repo>/build/ringmta), RINGMTA_BENCH_BIN
 #           (default <repo>/build/ringmta-bench), BENCH_TMP, HARAKA_DIR,
 #           OPENSMTPD_DIR.
@@ -44,7 +50,7 @@ HARAKA_DIR=${HARAKA_DIR:-/opt/ringmta-bench/haraka}
 HARAKA_VERSION=3.0.4
 OPENSMTPD_DIR=${OPENSMTPD_DIR:-/opt/ringmta-bench/opensmtpd}
 
-quick=0 reps=3 systems_req="ringmta postfix haraka opensmtpd" scen_re="." out="" install=1 keep=0
+tools=0 tools_n=20000 quick=0 reps=3 systems_req="ringmta postfix haraka opensmtpd" scen_re="." out="" install=1 keep=0
 usage() { sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -55,6 +61,8 @@ while [ $# -gt 0 ]; do
 	--out) out=${2:?}; shift ;;
 	--no-install) install=0 ;;
 	--keep) keep=1 ;;
+	--tools) tools=1 ;;
+	--messages) tools_n=${2:?}; shift ;;
 	-h|--help) usage 0 ;;
 	*) usage ;;
 	esac
@@ -64,13 +72,65 @@ done
 log() { printf '# %s\n' "$*" >&2; }
 die() { printf 'compare: %s\n' "$*" >&2; exit 1; }
 
-[ "$(id -u)" = 0 ] || die "must run as root (private Postfix/OpenSMTPD instances drop privileges themselves)"
 PATH=$PATH:/usr/sbin:/sbin
 [ -x "$BENCH_BIN" ] || die "ringmta-bench not built at $BENCH_BIN (meson setup build && ninja -C build)"
 # Debian's interpreter, not a version-manager shim (slow to start, and a
 # signal sent to the shim's pid would miss the monitor)
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=$(command -v python3) || die "python3 missing (apt-get install python3)"
+
+# --- --tools: the load generators against each other -----------------------
+if [ "$tools" = 1 ]; then
+	SRC=$(command -v smtp-source || echo /usr/sbin/smtp-source)
+	SNK=$(command -v smtp-sink || echo /usr/sbin/smtp-sink)
+	[ -x "$SRC" ] && [ -x "$SNK" ] || die "smtp-source/smtp-sink missing (apt-get install postfix)"
+	tw=$(mktemp -d "${BENCH_TMP:-/var/tmp}/ringmta-tools.XXXXXX")
+	trap 'rm -rf "$tw"' EXIT
+	p1=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+	p2=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+	u=(); [ "$(id -u)" = 0 ] && u=(-u nobody)
+	log "tools: $(date -u +%FT%TZ) cpus=$(nproc) kernel=$(uname -r) load=$(cut -d' ' -f1-3 /proc/loadavg)"
+	"$SNK" "${u[@]}" 127.0.0.1:"$p1" 1024 & snk=$!
+	"$BENCH_BIN" sink --listen 127.0.0.1:"$p2" >/dev/null 2>&1 & bsnk=$!
+	trap 'kill $snk $bsnk 2>/dev/null; rm -rf "$tw"' EXIT
+	sleep 0.5
+	for rep in $(seq "$reps"); do
+		for mode in reuse new; do
+			n=$tools_n; d=(-d); r=(--reuse)
+			[ $mode = new ] && { n=$((tools_n / 4)); d=(); r=(); }
+			pair=(postfix ringmta); [ $((rep % 2)) = 0 ] && pair=(ringmta postfix)
+			for t in "${pair[@]}"; do
+				if [ $t = postfix ]; then
+					t0=$(date +%s.%N)
+					"$SRC" "${d[@]}" -s 20 -m "$n" -l 1024 127.0.0.1:"$p1" >/dev/null 2>&1
+					t1=$(date +%s.%N)
+					rate=$("$PY" -c "print(round($n / ($t1 - $t0), 1))")
+				else
+					rate=$("$BENCH_BIN" send --target 127.0.0.1:"$p2" --sessions 20 --messages "$n" \
+						--size 1024 "${r[@]}" --report-every 0 --json |
+						"$PY" -c 'import json,sys; j=json.load(sys.stdin); print(j["msgs_per_s"] if j["messages"]["ok"] == j["messages"]["started"] else 0)')
+				fi
+				echo "$mode $t $rate" >>"$tw/runs"
+				log "run $rep $mode $t $rate msg/s"
+			done
+		done
+	done
+	"$PY" - "$tw/runs" "$reps" <<'EOF'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+print(f"\nload generators, 20 sessions, 1 KiB, median of {sys.argv[2]} alternating runs\n")
+print("| mode | smtp-source -> smtp-sink msg/s | ringmta-bench send -> sink msg/s | ratio |")
+print("|---|---:|---:|---:|")
+for mode in ("reuse", "new"):
+    m = {t: statistics.median(float(r[2]) for r in rows if r[0] == mode and r[1] == t) for t in ("postfix", "ringmta")}
+    print(f"| {'reused connections (-d / --reuse)' if mode == 'reuse' else 'connection per message'} "
+          f"| {m['postfix']:.0f} | {m['ringmta']:.0f} | {m['ringmta'] / m['postfix']:.2f} |")
+EOF
+	log "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+	exit 0
+fi
+
+[ "$(id -u)" = 0 ] || die "must run as root (private Postfix/OpenSMTPD instances drop privileges themselves)"
 
 # --- installing the rivals (never the system MTA role) ---------------------
 apt_install() {   # apt_install PKG... : only what is missing
