@@ -51,21 +51,25 @@ uint64_t queue_retry_delay_ms(const uint64_t *schedule_ms, size_t n,
 	 * the product is done in 128 bits when span is that large.
 	 */
 	off = (uint64_t)(((unsigned __int128)rand_u32 * (2 * span + 1)) >> 32);
-	step = step - span + off;
+	step -= span;
+	step = off > UINT64_MAX - step ? UINT64_MAX : step + off;
 	return step == 0 ? 1 : step;
+}
+
+/* add_sat - t + d, saturating at INT64_MAX. */
+static int64_t add_sat(int64_t t, uint64_t d)
+{
+	__int128 sum = (__int128)t + (__int128)d;
+
+	return sum > INT64_MAX ? INT64_MAX : (int64_t)sum;
 }
 
 int64_t queue_next_attempt(const uint64_t *schedule_ms, size_t n,
 			   unsigned attempt_no, int64_t now_ms,
 			   uint32_t rand_u32)
 {
-	uint64_t d = queue_retry_delay_ms(schedule_ms, n, attempt_no, rand_u32);
-
-	if (now_ms > 0 && d > (uint64_t)(INT64_MAX - now_ms))
-		return INT64_MAX;
-	if (d > (uint64_t)INT64_MAX)
-		return now_ms < 0 ? now_ms + INT64_MAX : INT64_MAX;
-	return now_ms + (int64_t)d;
+	return add_sat(now_ms, queue_retry_delay_ms(schedule_ms, n, attempt_no,
+						    rand_u32));
 }
 
 /* has_elapsed - now - then >= span, false when the clock went backwards.
@@ -358,8 +362,7 @@ void queue_dest_failure(struct queue_dest *d,
 		d->hold_ms = d->hold_ms > max / 2 ? max : d->hold_ms * 2;
 	if (d->hold_ms > max)
 		d->hold_ms = max;
-	d->hold_until_ms = (now_ms > 0 && d->hold_ms > (uint64_t)(INT64_MAX - now_ms))
-		? INT64_MAX : now_ms + (int64_t)d->hold_ms;
+	d->hold_until_ms = add_sat(now_ms, d->hold_ms);
 }
 
 bool queue_dest_is_dead(const struct queue_dest *d,

@@ -26,6 +26,7 @@ static void test_schedule(void)
 	static const uint64_t conf[] = { 5 * M, 10 * M, 20 * M, 40 * M, 60 * M };
 	static const uint64_t one[] = { 90 * S };
 	static const uint64_t zero[] = { 0 }, five[] = { 5 }, ten[] = { 10 };
+	static const uint64_t huge[] = { UINT64_MAX };
 	static const struct {
 		const char *name;
 		const uint64_t *sched;
@@ -53,6 +54,8 @@ static void test_schedule(void)
 		{ "step 0 gives at least 1 ms", zero, 1, 1, 0, 1 },
 		{ "step 5 ms: no jitter room", five, 1, 1, 0xffffffffu, 5 },
 		{ "step 10 ms: +-1", ten, 1, 1, 0xffffffffu, 11 },
+		{ "huge step saturates", huge, 1, 1, 0xffffffffu, UINT64_MAX },
+		{ "huge step -10 %", huge, 1, 1, 0, UINT64_MAX - UINT64_MAX / 10 },
 	};
 	size_t i;
 
@@ -103,8 +106,11 @@ static void test_schedule(void)
 	T_EQ_INT(queue_next_attempt(conf, 5, 2, 1000000, R_MID), 1000000 + 10 * M);
 	T_CASE("next attempt saturates");
 	T_EQ_INT(queue_next_attempt(conf, 5, 2, INT64_MAX - 5, R_MID), INT64_MAX);
-	T_EQ_INT(queue_next_attempt((const uint64_t[]){ UINT64_MAX / 2 }, 1, 1,
-				    INT64_MAX / 2, R_MID), INT64_MAX);
+	T_EQ_INT(queue_next_attempt(huge, 1, 1, INT64_MAX / 2, R_MID), INT64_MAX);
+	T_CASE("next attempt from a negative time, exact");
+	T_EQ_INT(queue_next_attempt(ten, 1, 1, -1000, R_MID), -990);
+	T_EQ_INT(queue_next_attempt(huge, 1, 1, INT64_MIN, 0),
+		 (int64_t)((__int128)INT64_MIN + (UINT64_MAX - UINT64_MAX / 10)));
 }
 
 static void test_expiry(void)
