@@ -273,6 +273,8 @@ static void st_fold(struct dsn_writer *w, const char *s, size_t n)
 	size_t start = 0, cut, j, soft, hard;
 	bool is_forced = false, next_forced;
 
+	while (n > 0 && s[n - 1] == ' ')
+		n--;		/* a folded line of white space only is not allowed */
 	while (start < n) {
 		soft = DSN_FOLD_COLUMN - is_forced;
 		hard = DSN_LINE_MAX - is_forced;
