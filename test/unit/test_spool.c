@@ -959,6 +959,87 @@ static void test_fuzz_recovery(void)
 	munmap(s, sizeof(*s));
 }
 
+/* find_commit - copy the first COMMIT record (header, payload, padding). */
+static size_t find_commit(const char *seg, uint8_t *out, size_t cap)
+{
+	int fd = open(seg, O_RDONLY);
+	off_t size = file_size(seg);
+	uint8_t *b = malloc((size_t)size);
+	size_t n = 0;
+
+	T_EQ_INT(pread(fd, b, (size_t)size, 0), size);
+	close(fd);
+	for (off_t off = 32; off + 24 <= size; off += 8) {
+		uint32_t len = (uint32_t)b[off + 16] | (uint32_t)b[off + 17] << 8;
+		if (memcmp(b + off, "RMSR", 4) == 0 && b[off + 4] == SPOOL_REC_COMMIT &&
+		    24 + ((len + 7u) & ~7u) <= cap) {
+			n = 24 + ((len + 7u) & ~7u);
+			memcpy(out, b + off, n);
+			break;
+		}
+	}
+	free(b);
+	return n;
+}
+
+static void test_forged_record(void)
+{
+	char dx[600];
+	snprintf(dx, sizeof(dx), "%s", new_dir("forge_source"));	/* static */
+	const char *dy = new_dir("forge_target");
+	struct spool_opts ox = opts(dx), oy = opts(dy);
+	struct spool *sp;
+	struct spool_shard *sh;
+	struct spool_msg *m;
+	struct spool_envelope env = envelope(3);
+	struct rm_err err;
+	struct ack a, b;
+	uint8_t rec[4096], body[16384];
+	char seg[700], marker[700];
+
+	T_CASE("forged_record_in_a_body_never_becomes_a_message");
+	/* a genuine COMMIT record, as an attacker could build one offline */
+	sp = open_or_die(&ox);
+	sh = shard_or_die(sp, 0);
+	for (int i = 0; i < 5; i++) {	/* ids unlike the target's */
+		T_EQ_INT(spool_msg_begin(sh, &m, &err), 0);
+		spool_msg_abort(m);
+	}
+	T_EQ_INT(put(sh, 0, 1, 1, &a, true), 0);	/* empty: no chunk to forge */
+	spool_shard_close(sh);
+	spool_close(sp);
+	last_segment(dx, seg, sizeof(seg));
+	size_t n = find_commit(seg, rec, sizeof(rec));
+	T_CHECK(n > 24, "no COMMIT found in %s", seg);
+	/* ... sent as the body of a message to the target spool */
+	memset(body, 'a', sizeof(body));
+	memcpy(body + 4096, rec, n);
+	sp = open_or_die(&oy);
+	sh = shard_or_die(sp, 0);
+	T_EQ_INT(spool_msg_begin(sh, &m, &err), 0);
+	T_EQ_INT(spool_msg_write(m, body, sizeof(body), &err), 0);
+	T_EQ_INT(spool_msg_end(m, &env, &b, &err), 0);
+	drive(sh);
+	struct ack c;
+	T_EQ_INT(put(sh, 100, 2, 100, &c, true), 0);
+	spool_shard_close(sh);
+	spool_close(sp);
+	/* damage the body's CHUNK header: recovery resynchronises inside it */
+	last_segment(dy, seg, sizeof(seg));
+	flip(seg, 32);
+	snprintf(marker, sizeof(marker), "%s/index/clean", dy);
+	T_EQ_INT(unlink(marker), 0);
+	sp = open_or_die(&oy);
+	struct spool_stats st;
+	spool_stats(sp, &st);
+	struct listing l = list(sp);
+	T_EQ_INT(count_id(&l, a.id), 0);	/* the forged one */
+	T_EQ_INT(count_id(&l, c.id), 1);
+	T_EQ_INT(l.n, 1);
+	T_CHECK(st.n_skipped_bytes > 0, "skipped: %llu", (unsigned long long)st.n_skipped_bytes);
+	spool_close(sp);
+}
+
 static void test_index_damage(void)
 {
 	size_t n = sizeof(index_cases) / sizeof(index_cases[0]);
@@ -1740,6 +1821,7 @@ int main(void)
 	test_index_damage();
 	test_segment_version();
 	test_fuzz_recovery();
+	test_forged_record();
 	test_map_full();
 	test_two_shards();
 	test_sync_failure();
