@@ -125,6 +125,67 @@ char *dsn_date_format(int64_t unix_s, char *out, size_t cap)
 	return out;
 }
 
+/* put_safe - append at most max bytes of s to out[*n..cap), keeping only
+ * [0-9A-Za-z] and the bytes in extra. */
+static void put_safe(char *out, size_t cap, size_t *n, const char *s,
+		     size_t max, const char *extra)
+{
+	size_t i;
+
+	for (i = 0; s && s[i] && i < max && *n + 1 < cap; i++) {
+		char c = s[i];
+
+		if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+		    (c >= 'A' && c <= 'Z') || (c != '\0' && strchr(extra, c)))
+			out[(*n)++] = c;
+	}
+	out[*n] = '\0';
+}
+
+char *dsn_boundary_format(char *out, size_t cap, const char *queue_id,
+			  int64_t unix_s, uint64_t salt, unsigned attempt)
+{
+	size_t n = 0;
+
+	if (cap == 0)
+		return out;
+	put_safe(out, cap, &n, "=_ringmta_", 10, "=_");
+	put_safe(out, cap, &n, queue_id, 16, "");
+	/* 10 + 16 + "_" 20 digits "_" 16 "_" 10 digits would be 75: cap
+	 * the time at 11 digits, enough until the year 5138 */
+	snprintf(out + n, cap - n, "_%lld_%016llx_%u",
+		 (long long)(unix_s < 0 ? 0 : unix_s % 100000000000LL),
+		 (unsigned long long)salt, attempt % 100000u);
+	return out;
+}
+
+char *dsn_message_id_format(char *out, size_t cap, int64_t unix_s,
+			    const char *queue_id, const char *myhostname)
+{
+	int64_t y, days, secs;
+	unsigned m, d;
+	size_t n;
+
+	if (cap == 0)
+		return out;
+	if (unix_s < 0)
+		unix_s = 0;
+	if (unix_s > DATE_MAX_UNIX)
+		unix_s = DATE_MAX_UNIX;
+	days = unix_s / 86400;
+	secs = unix_s % 86400;
+	civil_from_days(days, &y, &m, &d);
+	snprintf(out, cap, "<%04lld%02u%02u%02lld%02lld%02lld.", (long long)y, m, d,
+		 (long long)(secs / 3600), (long long)(secs / 60 % 60),
+		 (long long)(secs % 60));
+	n = strlen(out);
+	put_safe(out, cap, &n, queue_id, 64, ".-");
+	put_safe(out, cap, &n, "@", 1, "@");
+	put_safe(out, cap, &n, myhostname, DSN_HOST_MAX, ".-");
+	put_safe(out, cap, &n, ">", 1, ">");
+	return out;
+}
+
 /* --- building fields ---------------------------------------------------- */
 
 /* f_raw - append our own constant text (never peer data). */
@@ -818,7 +879,7 @@ const char *dsn_strerror(int code)
 	case DSN_E_INVALID: return "invalid DSN description";
 	case DSN_E_NULL_SENDER: return "null sender: never bounce a bounce";
 	case DSN_E_BOUNDARY: return "the original contains the MIME boundary";
-	case DSN_E_STATE: return "DSN already complete";
+	case DSN_E_STATE: return "DSN already complete or failed";
 	}
 	return "unknown dsn code";
 }

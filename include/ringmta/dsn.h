@@ -267,6 +267,33 @@ int dsn_write(struct dsn_writer *w, const uint8_t *in, size_t in_len,
  */
 char *dsn_date_format(int64_t unix_s, char *out, size_t cap);
 
+/* DSN_ID_BYTES - room for a dsn_message_id_format() result and its NUL:
+ * "<" 14 digits "." id "@" host ">" with a 64-byte id and 255-byte host. */
+#define DSN_ID_BYTES 340
+
+/*
+ * dsn_boundary_format - a boundary for one DSN: "=_ringmta_" queue_id
+ * (at most 16 bytes of it, [0-9A-Za-z] only) "_" unix_s "_" salt (16 hex
+ * digits) "_" attempt, at most DSN_BOUNDARY_MAX bytes, into out (cap >=
+ * DSN_BOUNDARY_MAX + 1), NUL-terminated. salt: a random value from the
+ * host (so that senders cannot predict the boundary and plant it in the
+ * original); attempt: 0, then +1 each time dsn_write() returned
+ * DSN_E_BOUNDARY. "=_" can never occur in quoted-printable or base64
+ * text, so encoded bodies cannot collide by chance. Returns out.
+ */
+char *dsn_boundary_format(char *out, size_t cap, const char *queue_id,
+			  int64_t unix_s, uint64_t salt, unsigned attempt);
+
+/*
+ * dsn_message_id_format - a Message-ID for a DSN: "<" YYYYMMDDhhmmss "."
+ * queue_id "@" myhostname ">" (RFC 5322 3.6.4), the date in UTC, queue_id
+ * and myhostname cut to 64 and 255 bytes and reduced to [0-9A-Za-z.-],
+ * into out (cap >= DSN_ID_BYTES), NUL-terminated. queue_id should be the
+ * DSN's own queue id, which is unique. Returns out.
+ */
+char *dsn_message_id_format(char *out, size_t cap, int64_t unix_s,
+			    const char *queue_id, const char *myhostname);
+
 /* dsn_strerror - constant text for a dsn_err code or dsn_result. */
 const char *dsn_strerror(int code);
 

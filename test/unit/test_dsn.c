@@ -575,6 +575,33 @@ static void test_dates(void)
 	}
 }
 
+static void test_ids(void)
+{
+	char b[DSN_BOUNDARY_MAX + 1], id[DSN_ID_BYTES], small[12];
+	struct dsn_writer w;
+	struct dsn_msg m = MSG(.rcpts = r_two, .n_rcpts = 1);
+
+	T_CASE("boundary");
+	T_EQ_STR(dsn_boundary_format(b, sizeof(b), "0123456789abcdef", NOW, 0x1234, 0),
+		 "=_ringmta_0123456789abcdef_1795460099_0000000000001234_0");
+	T_CASE("boundary: worst case fits 70 and is accepted");
+	dsn_boundary_format(b, sizeof(b), "0123456789abcdef0123\r\n\"", INT64_MAX, UINT64_MAX,
+			    4294967295u);
+	T_CHECK(strlen(b) <= DSN_BOUNDARY_MAX, "got %zu bytes, want <= 70", strlen(b));
+	m.boundary = b;
+	T_EQ_INT(dsn_init(&w, &m), 0);
+	T_CASE("boundary: cut to cap");
+	T_EQ_STR(dsn_boundary_format(small, sizeof(small), "abc", 1, 2, 3), "=_ringmta_a");
+	T_CASE("message id");
+	T_EQ_STR(dsn_message_id_format(id, sizeof(id), NOW, "00aabbccddeeff11", "mx.test"),
+		 "<20261123185459.00aabbccddeeff11@mx.test>");
+	T_CASE("message id: hostile parts reduced");
+	T_EQ_STR(dsn_message_id_format(id, sizeof(id), 0, "a>b\r\nc", "mx <evil>\r\n.test"),
+		 "<19700101000000.abc@mxevil.test>");
+	T_CASE("message id: cut to cap, still NUL-terminated");
+	T_EQ_STR(dsn_message_id_format(small, sizeof(small), 0, "q", "h"), "<1970010100");
+}
+
 static void test_boundary_in_original(void)
 {
 	static const struct {
@@ -718,6 +745,7 @@ int main(void)
 	test_dates();
 	for (i = 0; i < sizeof(dcases) / sizeof(dcases[0]); i++)
 		run_case(&dcases[i]);
+	test_ids();
 	test_boundary_in_original();
 	test_big_original();
 	if (checker)
