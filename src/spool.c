@@ -1382,6 +1382,7 @@ int spool_shard_sweep(struct spool_shard *sh, struct rm_err *err)
 	char name[32];
 	int rc, n = 0;
 
+	(void)mdb_reader_check(sp->env, NULL);	/* see env_open */
 	if ((rc = index_low_seq(sp, sh->idx, &low, err)) < 0)
 		return rc;
 	for (seq = sp->low_seq[sh->idx]; seq < low; seq++) {
@@ -2457,6 +2458,10 @@ static int env_open(struct spool *sp, size_t want_txnid, struct rm_err *err)
 		sp->env = NULL;
 		return lmdb_err(err, rc, "mdb_env_open");
 	}
+	/* reader slots of dead readers (a killed `ringmta queue`) pin old
+	 * pages until cleared: left alone they fill the map over time */
+	if (!sp->o.read_only)
+		(void)mdb_reader_check(sp->env, NULL);
 	if (want_txnid != 0 && (mdb_env_info(sp->env, &info) != 0 ||
 				info.me_last_txnid != want_txnid)) {
 		mdb_env_close(sp->env);

@@ -479,10 +479,11 @@ int spool_shard_done(struct spool_shard *sh, const char *id, void *owner,
 
 /*
  * spool_shard_sweep - unlink this shard's segments that no queued, pending
- * or open message needs any more (see DESIGN: Reclamation). Blocking: one
- * unlink and one directory fsync per segment, at most one segment_bytes
- * apart, so call it off the hot path now and then (e.g. once a minute or
- * after a batch of removals). Returns the number of segments removed,
+ * or open message needs any more (see DESIGN: Reclamation), and clear the
+ * LMDB reader slots of dead reader processes (they would pin old pages
+ * and slowly fill the map). Blocking: one unlink and one directory fsync
+ * per segment removed, so call it now and then, e.g. once a minute or
+ * after a batch of removals. Returns the number of segments removed,
  * -errno (unlinkat, fsync), SPOOL_EINDEX.
  */
 int spool_shard_sweep(struct spool_shard *sh, struct rm_err *err);
