@@ -162,7 +162,7 @@ static void run_next(struct probe *p)
 	char *save = NULL, *part;
 	unsigned slot = 0;
 
-	while (p->outstanding == 0) {
+	while (p->outstanding == 0 && !p->r.is_stopping) {
 		if (p->next_step >= p->n_steps) {
 			reactor_stop(&p->r);
 			return;
@@ -209,7 +209,9 @@ static bool probe_is_done(struct reactor *r)
 {
 	struct probe *p = r->ctx;
 
-	return dns_resolver_is_idle(p->d) && p->outstanding == 0;
+	/* Lookups in flight at the stop never answer: only the resolver's
+	 * own submissions matter. */
+	return dns_resolver_is_idle(p->d);
 }
 
 /* parse_server - "a.b.c.d:port" or "[v6]:port" into a. */

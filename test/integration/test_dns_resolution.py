@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RINGMTA_BIN, parse_kv
+from conftest import RINGMTA_BIN, SANITIZER_MARKS, parse_kv
 
 PROBE = os.environ.get("RINGMTA_DNS_PROBE",
                        str(Path(RINGMTA_BIN).parent / "test" / "dns_probe"))
@@ -185,6 +185,8 @@ def probe(port, *steps, opts=(), check=True):
     p = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
     if p.returncode == 77:
         pytest.skip(f"dns_probe: io_uring unavailable: {p.stderr.strip()}")
+    for mark in SANITIZER_MARKS:
+        assert mark not in p.stderr, f"dns_probe {steps}: sanitizer report: {p.stderr}"
     if check:
         assert p.returncode == 0, f"dns_probe {steps}: got exit {p.returncode}, want 0;" \
                                   f" stderr: {p.stderr}"
@@ -366,3 +368,20 @@ def test_unreadable_resolv_conf(tmp_path):
                        capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
     assert p.returncode == 1, f"got exit {p.returncode}, want 1"
     assert "dns: open" in p.stderr and "No such file" in p.stderr, f"got {p.stderr!r}"
+
+
+def test_stop_with_lookups_in_flight(dns_server):
+    # The probe's time limit stops the reactor while udns still waits on a
+    # silent server: the resolver drops its lookups (no callback), cancels
+    # its poll and timer, and the loop ends once they are back.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        p = subprocess.run([PROBE, "-s", f"127.0.0.1:{port}", "-t", "5", "-n", "3", "-T", "1",
+                            "mx:multi.test+mx:amx.test+host:relay.test"],
+                           capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
+    for mark in SANITIZER_MARKS:
+        assert mark not in p.stderr, f"sanitizer report: {p.stderr}"
+    assert p.returncode == 2 and "limit reached" in p.stderr, \
+        f"got exit {p.returncode} {p.stderr!r}, want 2 (time limit)"
+    assert p.stdout == "", f"got {p.stdout!r}, want no callback after the stop"
