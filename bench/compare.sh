@@ -98,22 +98,33 @@ if [ "$tools" = 1 ]; then
 	"$BENCH_BIN" sink --listen 127.0.0.1:"$p2" >/dev/null 2>&1 & bsnk=$!
 	trap 'kill $snk $bsnk 2>/dev/null; rm -rf "$tw"' EXIT
 	sleep 0.5
+	p3=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+	"$BENCH_BIN" sink --listen 127.0.0.1:"$p3" --threads 2 >/dev/null 2>&1 & bsnk2=$!
+	trap 'kill $snk $bsnk $bsnk2 2>/dev/null; rm -rf "$tw"' EXIT
+	sleep 0.3
+	# bench_run MODE PORT [send options]: one ringmta-bench run; its msg/s (0 if any message failed)
+	bench_run() {
+		"$BENCH_BIN" send --target 127.0.0.1:"$2" --sessions 20 --messages "$1" --size 1024 \
+			--report-every 0 --json "${@:3}" |
+			"$PY" -c 'import json,sys; j=json.load(sys.stdin); print(j["msgs_per_s"] if j["messages"]["ok"] == j["messages"]["started"] else 0)'
+	}
 	for rep in $(seq "$reps"); do
 		for mode in reuse new; do
 			n=$tools_n; d=(-d); r=(--reuse)
 			[ $mode = new ] && { n=$((tools_n / 4)); d=(); r=(); }
-			pair=(postfix ringmta); [ $((rep % 2)) = 0 ] && pair=(ringmta postfix)
+			pair=(postfix ringmta ringmta-t2 ringmta-pipe)
+			[ $((rep % 2)) = 0 ] && pair=(ringmta-pipe ringmta-t2 ringmta postfix)
 			for t in "${pair[@]}"; do
-				if [ $t = postfix ]; then
+				case $t in
+				postfix)
 					t0=$(date +%s.%N)
 					"$SRC" "${d[@]}" -s 20 -m "$n" -l 1024 127.0.0.1:"$p1" >/dev/null 2>&1
 					t1=$(date +%s.%N)
-					rate=$("$PY" -c "print(round($n / ($t1 - $t0), 1))")
-				else
-					rate=$("$BENCH_BIN" send --target 127.0.0.1:"$p2" --sessions 20 --messages "$n" \
-						--size 1024 "${r[@]}" --report-every 0 --json |
-						"$PY" -c 'import json,sys; j=json.load(sys.stdin); print(j["msgs_per_s"] if j["messages"]["ok"] == j["messages"]["started"] else 0)')
-				fi
+					rate=$("$PY" -c "print(round($n / ($t1 - $t0), 1))") ;;
+				ringmta) rate=$(bench_run "$n" "$p2" "${r[@]}") ;;
+				ringmta-t2) rate=$(bench_run "$n" "$p3" "${r[@]}" --threads 2) ;;
+				ringmta-pipe) rate=$(bench_run "$n" "$p2" "${r[@]}" --pipelining) ;;
+				esac
 				echo "$mode $t $rate" >>"$tw/runs"
 				log "run $rep $mode $t $rate msg/s"
 			done
@@ -123,12 +134,15 @@ if [ "$tools" = 1 ]; then
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 print(f"\nload generators, 20 sessions, 1 KiB, median of {sys.argv[2]} alternating runs\n")
-print("| mode | smtp-source -> smtp-sink msg/s | ringmta-bench send -> sink msg/s | ratio |")
-print("|---|---:|---:|---:|")
+print("| mode | smtp-source -> smtp-sink | send -> sink | ratio | send -> sink, 2 reactors each | ratio | send --pipelining -> sink | ratio |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
 for mode in ("reuse", "new"):
-    m = {t: statistics.median(float(r[2]) for r in rows if r[0] == mode and r[1] == t) for t in ("postfix", "ringmta")}
+    m = {t: statistics.median(float(r[2]) for r in rows if r[0] == mode and r[1] == t)
+         for t in ("postfix", "ringmta", "ringmta-t2", "ringmta-pipe")}
+    pf = m["postfix"] or 1
     print(f"| {'reused connections (-d / --reuse)' if mode == 'reuse' else 'connection per message'} "
-          f"| {m['postfix']:.0f} | {m['ringmta']:.0f} | {m['ringmta'] / m['postfix']:.2f} |")
+          f"| {m['postfix']:.0f} | {m['ringmta']:.0f} | {m['ringmta'] / pf:.2f} "
+          f"| {m['ringmta-t2']:.0f} | {m['ringmta-t2'] / pf:.2f} | {m['ringmta-pipe']:.0f} | {m['ringmta-pipe'] / pf:.2f} |")
 EOF
 	log "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 	exit 0
