@@ -83,6 +83,7 @@ struct dns_lookup {
 	bool is_used;
 	bool is_ready;                  /* on the ready list */
 	bool is_canceled;
+	bool is_calling;                /* its callback runs now */
 	unsigned n_pending;             /* udns queries in flight */
 	uint32_t ttl_s;                 /* smallest TTL seen */
 	bool has_tempfail;              /* some query failed temporarily */
@@ -829,19 +830,74 @@ static void on_mx(struct dns_ctx *ctx, struct dns_rr_mx *rr, void *data)
 	finish(l);
 }
 
+/* answer_literal - l is the IP literal lit: one host, no query. */
+static void answer_literal(struct dns_lookup *l, const struct dns_addr *lit)
+{
+	struct dns_mx_host *h = &l->res.hosts[0];
+
+	l->d->stats.n_literals++;
+	l->res.is_literal = true;
+	l->res.n_hosts = 1;
+	h->status = DNS_RESULT_OK;
+	h->addrs[0] = *lit;
+	h->n_addrs = 1;
+	inet_ntop(lit->family, &lit->u, h->name, sizeof(h->name));
+	ready_push(l);
+}
+
+/* answer_cached - answer l from the cache if it can; whether it did. */
+static bool answer_cached(struct dns_lookup *l)
+{
+	struct dns_resolver *d = l->d;
+	uint32_t left = 0;
+	const struct dns_mx_result *hit = dns_cache_get(d->cache, l->kind, l->name,
+							d->r->now_ms, &left);
+
+	if (hit == NULL)
+		return false;
+	d->stats.n_cache_hits++;
+	l->res = *hit;
+	l->res.is_cached = true;
+	l->res.ttl_s = left;
+	dns_mx_shuffle(l->res.hosts, l->res.n_hosts, &d->rng);
+	ready_push(l);
+	return true;
+}
+
+/* ask - send l's first queries: MX, or A+AAAA for a host lookup. */
+static void ask(struct dns_lookup *l)
+{
+	struct dns_resolver *d = l->d;
+
+	d->is_started = true;
+	arm_poll(d);
+	if (l->kind == DNS_CACHE_HOST) {
+		implicit_host(l);
+		resolve_hosts(l);
+		return;
+	}
+	l->mxq.l = l;
+	l->mxq.q = dns_submit_mx(d->ctx, l->name, DNS_NOSRCH, on_mx, &l->mxq);
+	if (l->mxq.q == NULL) {
+		l->res.status = DNS_RESULT_TEMPFAIL;
+		finish(l);
+		return;
+	}
+	l->n_pending++;
+	d->stats.n_queries++;
+}
+
 /*
  * lookup_start - the common part of dns_mx_lookup and dns_host_lookup:
- * literal, cache, or queries.
+ * check the name, take a pool slot, then literal, cache, or queries.
  */
 static int lookup_start(struct dns_resolver *d, enum dns_cache_kind kind,
 			const char *in, size_t len, dns_lookup_fn *cb, void *arg,
 			struct dns_lookup **out)
 {
 	struct dns_lookup *l;
-	const struct dns_mx_result *hit;
 	struct dns_addr lit;
 	char name[DNS_NAME_BYTES];
-	uint32_t left = 0;
 	bool is_literal;
 
 	if (d->is_stopping)
@@ -866,43 +922,12 @@ static int lookup_start(struct dns_resolver *d, enum dns_cache_kind kind,
 	if (out)
 		*out = l;
 	if (is_literal) {
-		d->stats.n_literals++;
-		l->res.is_literal = true;
-		l->res.n_hosts = 1;
-		l->res.hosts[0].addrs[0] = lit;
-		l->res.hosts[0].n_addrs = 1;
-		l->res.hosts[0].status = DNS_RESULT_OK;
-		inet_ntop(lit.family, &lit.u, l->res.hosts[0].name, sizeof(l->res.hosts[0].name));
-		ready_push(l);
+		answer_literal(l, &lit);
 		return 0;
 	}
 	memcpy(l->name, name, strlen(name) + 1);
-	hit = dns_cache_get(d->cache, kind, name, d->r->now_ms, &left);
-	if (hit) {
-		d->stats.n_cache_hits++;
-		l->res = *hit;
-		l->res.is_cached = true;
-		l->res.ttl_s = left;
-		dns_mx_shuffle(l->res.hosts, l->res.n_hosts, &d->rng);
-		ready_push(l);
-		return 0;
-	}
-	d->is_started = true;
-	arm_poll(d);
-	if (kind == DNS_CACHE_HOST) {
-		implicit_host(l);
-		resolve_hosts(l);
-		return 0;
-	}
-	l->mxq.l = l;
-	l->mxq.q = dns_submit_mx(d->ctx, name, DNS_NOSRCH, on_mx, &l->mxq);
-	if (l->mxq.q == NULL) {
-		l->res.status = DNS_RESULT_TEMPFAIL;
-		finish(l);
-		return 0;
-	}
-	l->n_pending++;
-	d->stats.n_queries++;
+	if (!answer_cached(l))
+		ask(l);
 	return 0;
 }
 
@@ -920,7 +945,7 @@ int dns_host_lookup(struct dns_resolver *d, const char *name, size_t len,
 
 void dns_lookup_cancel(struct dns_resolver *d, struct dns_lookup *l)
 {
-	if (l->d != d || !l->is_used)
+	if (l->d != d || !l->is_used || l->is_calling)
 		rm_panic("dns: cancel of a lookup that is not in flight");
 	lookup_drop_queries(l);
 	if (l->is_ready)
@@ -942,8 +967,10 @@ static void on_ready(struct dns_resolver *d)
 	for (; l != NULL; l = next) {
 		next = l->next;
 		l->is_ready = false;
-		if (!l->is_canceled && !d->is_stopping)
+		if (!l->is_canceled && !d->is_stopping) {
+			l->is_calling = true;
 			l->cb(l->arg, &l->res);
+		}
 		lookup_put(l);
 	}
 }
@@ -1157,8 +1184,8 @@ void dns_resolver_stop(struct dns_resolver *d)
 		if (!l->is_used)
 			continue;
 		lookup_drop_queries(l);
-		if (l->is_ready)
-			l->is_canceled = true;
+		if (l->is_ready || l->is_calling)
+			l->is_canceled = true;  /* the drain frees it */
 		else
 			lookup_put(l);
 	}

@@ -153,8 +153,12 @@ struct dns_opts {
 	size_t n_servers;       /* at most CONF_MAX_DNS_SERVERS */
 	const char *resolv_conf; /* "nameserver" and "options timeout:
 				 * attempts:" lines; NULL: /etc/resolv.conf */
-	unsigned timeout_s;     /* first retransmit; udns doubles it */
-	unsigned n_tries;       /* sends per server */
+	unsigned timeout_s;     /* wait for the first try; udns doubles it
+				 * for each further try, so dead servers end
+				 * a lookup after timeout_s * (2^n_tries - 1)
+				 * s (defaults: 28 s; measured with
+				 * dns_probe: -t 1 -n 3 gives up at 7.0 s) */
+	unsigned n_tries;       /* tries (each to every server in turn) */
 	unsigned cache_entries; /* DNS_DEFAULT_CACHE_ENTRIES */
 	unsigned max_lookups;   /* DNS_DEFAULT_MAX_LOOKUPS */
 	unsigned negative_ttl_s;
@@ -183,10 +187,12 @@ void dns_opts_from_conf(struct dns_opts *o, const struct conf *c, unsigned op);
  * the lookup pool and the cache, and registers o->op with reactor_on().
  * May be called before r's thread starts: nothing is submitted until the
  * first lookup, which must then come from r's thread. r is borrowed and
- * must outlive the resolver. Returns the resolver, or NULL with err set:
- * -EINVAL (bad op, too many servers, a resolv_conf without usable
- * nameserver is not an error: 127.0.0.1 is used as resolv.conf(5) says),
- * -ENOENT/-EACCES (resolv_conf unreadable), -ENOMEM, or the -errno of the
+ * must outlive the resolver. A resolv_conf without a usable nameserver
+ * line means 127.0.0.1, as resolv.conf(5) says; its options timeout: and
+ * attempts: apply unless o sets them. Returns the resolver, or NULL with
+ * err set: -EINVAL (op out of range, more than DNS's 6 or
+ * CONF_MAX_DNS_SERVERS servers, a server udns refuses), -errno of
+ * fopen(resolv_conf) (-ENOENT, -EACCES...), -ENOMEM, or -errno of the
  * socket (udns dns_open).
  */
 struct dns_resolver *dns_resolver_new(struct reactor *r, const struct dns_opts *o,
@@ -232,17 +238,20 @@ int dns_mx_lookup(struct dns_resolver *d, const char *domain, size_t len,
 
 /*
  * dns_host_lookup - resolve one host's A and AAAA, no MX: for routes like
- * relayhost = [host]. name as for dns_mx_lookup, and an IP address with
- * or without brackets ("192.0.2.1", "::1", "[::1]") is a literal. The
- * result has one host (is_implicit set); its status is the lookup's:
- * OK, TEMPFAIL, or NOHOST (NXDOMAIN or no address). Returns as
+ * relayhost = [host] (brackets around a name are allowed and mean
+ * nothing more here). name as for dns_mx_lookup, and an IP address with
+ * or without brackets ("192.0.2.1", "::1", "[::1]") is a literal
+ * (is_literal set, no query). Otherwise the result has one host,
+ * is_implicit set, preference 0; its status is the lookup's: OK,
+ * TEMPFAIL, or NOHOST (NXDOMAIN or no address). Returns as
  * dns_mx_lookup.
  */
 int dns_host_lookup(struct dns_resolver *d, const char *name, size_t len,
 		    dns_lookup_fn *cb, void *arg, struct dns_lookup **lookup_out);
 
 /* dns_lookup_cancel - forget l: its callback is never called. l must be
- * a handle whose callback has not started. */
+ * a handle whose callback has not started (cancelling a lookup from its
+ * own callback, or one already answered, is our bug: rm_panic). */
 void dns_lookup_cancel(struct dns_resolver *d, struct dns_lookup *l);
 
 /* dns_result_str - "ok", "tempfail", "nxdomain", "null-mx", "nohost". */
@@ -322,8 +331,9 @@ const struct dns_mx_result *dns_cache_get(struct dns_cache *c, enum dns_cache_ki
 					  uint32_t *ttl_left_s);
 /*
  * dns_cache_put - store a copy of res for (kind, name) until now_ms +
- * ttl_s seconds, replacing an entry for the same key; when full, evicts an
- * expired entry or else the least recently used. ttl_s 0 stores nothing.
+ * ttl_s seconds, replacing an entry for the same key; when full, evicts
+ * the least recently used entry (expired ones are dropped when a get
+ * finds them). ttl_s 0 stores nothing and drops the key's entry.
  */
 void dns_cache_put(struct dns_cache *c, enum dns_cache_kind kind, const char *name,
 		   const struct dns_mx_result *res, uint32_t ttl_s, int64_t now_ms);
