@@ -1769,6 +1769,77 @@ static void *mt_reader(void *p)
 	return NULL;
 }
 
+static int die_in_list(void *arg, const struct spool_entry *e)
+{
+	(void)arg;
+	(void)e;
+	raise(SIGKILL);		/* dies holding a read txn: a stale slot */
+	return 0;
+}
+
+/* drive_nosync - the group commit without the disk (durability = none). */
+static void drive_nosync(struct spool_shard *sh)
+{
+	while (spool_shard_sync_begin(sh) >= 0)
+		spool_shard_sync_end(sh, 0, on_done, NULL);
+}
+
+/* churn - n rounds of commit then remove; returns the first failure. */
+static int churn(struct spool *sp, struct spool_shard *sh, int n, bool do_sweep)
+{
+	struct rm_err err;
+	struct ack a, d;
+
+	for (int i = 0; i < n; i++) {
+		if (do_sweep && i % 10 == 0 && spool_shard_sweep(sh, &err) < 0)
+			return -3;
+		if (put(sh, 200, (unsigned)i, 200, &a, false) != 0)
+			return -1;
+		drive_nosync(sh);
+		if (a.status != 0)
+			return a.status;
+		if (spool_shard_done(sh, a.id, &d, &err) != 0)
+			return -2;
+		drive_nosync(sh);
+		if (d.status != 0)
+			return d.status;
+	}
+	(void)sp;
+	return 0;
+}
+
+static void test_stale_reader(void)
+{
+	const char *dir = new_dir("stale_reader");
+	struct spool_opts o = opts(dir);
+	struct spool *sp;
+	struct spool_shard *sh;
+	struct ack a;
+	int st;
+
+	o.map_bytes = 256 * 1024;
+	sp = open_or_die(&o);
+	sh = shard_or_die(sp, 0);
+	T_EQ_INT(put(sh, 10, 1, 10, &a, true), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct spool_opts ro = o;
+		struct spool *r;
+		ro.read_only = true;
+		if (spool_open(&r, &ro, NULL) == 0)
+			spool_list(r, die_in_list, NULL, NULL);
+		_exit(1);
+	}
+	waitpid(pid, &st, 0);
+	T_CHECK(WIFSIGNALED(st), "reader status %d", st);
+	T_CASE("stale_reader_pins_pages_until_cleared");
+	T_EQ_INT(churn(sp, sh, 3000, false), SPOOL_EMAPFULL);
+	T_CASE("stale_reader_cleared_by_sweep");
+	T_EQ_INT(churn(sp, sh, 3000, true), 0);
+	spool_shard_close(sh);
+	spool_close(sp);
+}
+
 static void test_threads(void)
 {
 	const char *dir = new_dir("threads");
@@ -1830,6 +1901,7 @@ int main(void)
 	test_update_and_done();
 	test_ownership();
 	test_sweep();
+	test_stale_reader();
 	test_threads();
 	if (t_failed == 0) {
 		char cmd[300];
