@@ -702,6 +702,32 @@ static int emit_orig(struct dsn_writer *w, uint8_t c, uint8_t *out,
 }
 
 /*
+ * copy_run - the fast path of pass_original(): inside a line that cannot
+ * be a delimiter (and, with headers only, is not the empty line), copy up
+ * to and including the next LF with memcpy (~100x the byte loop).
+ */
+static void copy_run(struct dsn_writer *w, const uint8_t *in, size_t n,
+		     bool is_hdrs, uint8_t *out, size_t cap, size_t *in_used,
+		     size_t *out_len)
+{
+	size_t k = n - *in_used;
+	const uint8_t *lf;
+
+	if (k > cap - *out_len)
+		k = cap - *out_len;
+	lf = memchr(in + *in_used, '\n', k);
+	if (lf != NULL) {
+		k = (size_t)(lf - (in + *in_used)) + 1;
+		w->bmatch = 0;
+		if (is_hdrs)
+			w->hdr_state = HS_LINE_START;
+	}
+	memcpy(out + *out_len, in + *in_used, k);
+	*in_used += k;
+	*out_len += k;
+}
+
+/*
  * pass_original - copy the original (all of it, or its header section up
  * to the empty line) from in to out. Returns 0 when the original part is
  * complete (phase is PH_TAIL), DSN_OUT_FULL, DSN_NEED_ORIGINAL, or
@@ -717,6 +743,10 @@ static int pass_original(struct dsn_writer *w, const uint8_t *in, size_t n,
 	while (*in_used < n) {
 		if (*out_len == cap)
 			return DSN_OUT_FULL;
+		if (w->bmatch < 0 && (!is_hdrs || w->hdr_state == HS_MID)) {
+			copy_run(w, in, n, is_hdrs, out, cap, in_used, out_len);
+			continue;
+		}
 		c = in[*in_used];
 		if (is_hdrs && w->hdr_state != HS_MID) {
 			if (c == '\n') {	/* the empty line: headers end */
