@@ -2,18 +2,25 @@
  * test_dns - unit tests for the pure parts of the dns module: host-name
  * checks, address literals (RFC 5321 4.1.3), building an MX answer
  * (RFC 5321 5.1 order, RFC 7505 null MX), the equal-preference shuffle,
- * and the TTL/LRU cache with injected time. Names and literals are read
+ * the TTL/LRU cache with injected time, dns_opts_from_conf, and
+ * dns_resolver_new on a reactor that never starts (op range, resolv.conf
+ * parsing, udns's 6-server limit). Names and literals are read
  * from copies that end at a PROT_NONE page (t_guard_copy). The resolver
  * itself runs against a real server in test/integration/
  * test_dns_resolution.py.
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "ringmta/conf.h"
 #include "ringmta/dns.h"
+#include "ringmta/reactor.h"
 
 #include "t.h"
 
@@ -429,6 +436,104 @@ static void test_results(void)
 	T_EQ_STR(dns_result_str((enum dns_result)99), "unknown");
 }
 
+
+/* --- set-up (no ring: nothing is submitted before the first lookup) ------ */
+
+static void test_opts_from_conf(void)
+{
+	static const char text[] = "dns_servers = 127.0.0.1:5353, [::1]:53\n";
+	struct conf c;
+	struct dns_opts o;
+	struct rm_err err = { 0 };
+
+	T_CASE("dns_opts_from_conf: defaults use resolv_conf");
+	T_EQ_INT(conf_defaults(&c, &err), 0);
+	dns_opts_from_conf(&o, &c, 5);
+	T_EQ_INT(o.op, 5);
+	T_EQ_INT(o.n_servers, 0);
+	T_EQ_STR(o.resolv_conf, "/etc/resolv.conf");
+	T_CASE("dns_opts_from_conf: dns_servers");
+	T_EQ_INT(conf_parse_text(&c, "t", text, sizeof(text) - 1, &err), 0);
+	dns_opts_from_conf(&o, &c, 5);
+	T_EQ_INT(o.n_servers, 2);
+	T_EQ_INT(ntohs(((const struct sockaddr_in *)&o.servers[0].addr)->sin_port), 5353);
+	T_EQ_INT(o.servers[1].addr.ss_family, AF_INET6);
+	conf_fini(&c);
+}
+
+/* new_resolver - dns_resolver_new on a reactor that never starts. */
+static int new_resolver(const struct dns_opts *o, struct rm_err *err)
+{
+	struct reactor r;
+	struct reactor_opts ro = { .n_bufs = 1 };
+	struct dns_resolver *d;
+
+	if (reactor_init(&r, &ro, err) < 0)
+		return -1000;
+	d = dns_resolver_new(&r, o, err);
+	dns_resolver_free(d);
+	close(r.wake_fd);
+	return d ? 0 : err->code;
+}
+
+static void test_resolver_new(void)
+{
+	char path[] = "/tmp/test_dns_resolv.XXXXXX";
+	struct conf_addr many[CONF_MAX_DNS_SERVERS];
+	struct rm_err err = { 0 };
+	struct dns_opts o = { .op = 3 };
+	int fd;
+
+	T_CASE("resolver: op 0 refused");
+	o.op = 0;
+	T_EQ_INT(new_resolver(&o, &err), -EINVAL);
+	T_CASE("resolver: op above REACTOR_OP_USER_MAX refused");
+	o.op = REACTOR_OP_USER_MAX + 1;
+	T_EQ_INT(new_resolver(&o, &err), -EINVAL);
+
+	T_CASE("resolver: resolv.conf with servers and options");
+	fd = mkstemp(path);
+	T_CHECK(fd >= 0, "mkstemp failed");
+	if (fd >= 0) {
+		static const char rc[] = "# comment\n; other comment\nsearch example.org\n"
+			"nameserver 127.0.0.1\nnameserver ::1\noptions ndots:2 timeout:1 attempts:2\n"
+			"nameserver\n";
+
+		T_CHECK(write(fd, rc, sizeof(rc) - 1) == (ssize_t)(sizeof(rc) - 1), "write failed");
+		close(fd);
+	}
+	o.op = 3;
+	o.resolv_conf = path;
+	T_EQ_INT(new_resolver(&o, &err), 0);
+	T_CASE("resolver: empty resolv.conf means 127.0.0.1");
+	fd = open(path, O_WRONLY | O_TRUNC);
+	if (fd >= 0)
+		close(fd);
+	T_EQ_INT(new_resolver(&o, &err), 0);
+	unlink(path);
+	T_CASE("resolver: missing resolv.conf");
+	T_EQ_INT(new_resolver(&o, &err), -ENOENT);
+	T_CHECK(strstr(err.msg, "dns: open /tmp/test_dns_resolv.") == err.msg,
+		"got \"%s\", want \"dns: open PATH: ...\"", err.msg);
+
+	T_CASE("resolver: more servers than udns takes (6)");
+	memset(many, 0, sizeof(many));
+	for (size_t i = 0; i < CONF_MAX_DNS_SERVERS; i++) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&many[i].addr;
+
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)(5300 + i));
+		sin->sin_addr.s_addr = htonl(0x7f000001);
+		many[i].addr_len = sizeof(*sin);
+	}
+	o.servers = many;
+	o.n_servers = CONF_MAX_DNS_SERVERS;
+	T_EQ_INT(new_resolver(&o, &err), -EINVAL);
+	T_CASE("resolver: six servers");
+	o.n_servers = 6;
+	T_EQ_INT(new_resolver(&o, &err), 0);
+}
+
 int main(void)
 {
 	test_name_normalize();
@@ -439,5 +544,7 @@ int main(void)
 	test_cache_ttl();
 	test_cache_lru();
 	test_results();
+	test_opts_from_conf();
+	test_resolver_new();
 	return t_done();
 }
