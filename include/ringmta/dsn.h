@@ -86,7 +86,7 @@ enum dsn_err {
 	DSN_E_INVALID = -1100,	 /* dsn_init(): a required field missing or malformed */
 	DSN_E_NULL_SENDER,	 /* dsn_init(): sender is "<>": never bounce a bounce */
 	DSN_E_BOUNDARY,		 /* the original holds a line starting "--boundary" (sticky) */
-	DSN_E_STATE,		 /* dsn_write() after DSN_DONE or an error (sticky) */
+	DSN_E_STATE,		 /* dsn_write() after DSN_DONE (sticky) */
 };
 
 /* Results of dsn_write() other than errors. */

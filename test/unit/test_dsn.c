@@ -658,6 +658,33 @@ static void test_boundary_in_original(void)
 	free(o.p);
 }
 
+/* many recipients: memory stays the writer's, every group is written */
+static void test_many_rcpts(void)
+{
+	enum { N = 2000 };
+	static const char needle[] = "\r\nFinal-Recipient: rfc822; user";
+	static struct dsn_rcpt r[N];
+	static char addrs[N][40];
+	struct dsn_msg m = MSG(.kind = DSN_KIND_FAILURE, .rcpts = r, .n_rcpts = N);
+	struct out o = { 0 };
+	size_t i, used, count = 0;
+	const uint8_t *p;
+
+	for (i = 0; i < N; i++) {
+		snprintf(addrs[i], sizeof(addrs[i]), "user%zu@dest.example", i);
+		r[i] = r_two[0];
+		r[i].addr = addrs[i];
+	}
+	T_CASE("2000 recipients through a 512-byte buffer");
+	T_EQ_INT(compose(&m, orig_plain, strlen(orig_plain), 512, 100, &o, &used), DSN_DONE);
+	T_CHECK(line_check(&o) == NULL, "lines: got %s", line_check(&o));
+	for (p = o.p; (p = memmem(p, o.len - (size_t)(p - o.p), needle, sizeof(needle) - 1)); p++)
+		count++;
+	T_EQ_INT(count, N);
+	T_CHECK(has(&o, "Final-Recipient: rfc822; user1999@dest.example\r\n"), "got no last recipient");
+	free(o.p);
+}
+
 /* a 10 MB original through a 4 KB output buffer in 64 KB reads: the
  * output is head + original + tail, the writer holds none of it; with
  * headers only, reading stops after the header section */
@@ -748,6 +775,7 @@ int main(void)
 	test_ids();
 	test_boundary_in_original();
 	test_big_original();
+	test_many_rcpts();
 	if (checker)
 		printf("python email checks: %d DSNs parsed back by %s\n", n_python_runs, checker);
 	else
