@@ -443,6 +443,69 @@ static void test_group(void)
 	}
 }
 
+/* a next-hop id from the first letter of the domain: 'a'..'e' */
+static int letter_lookup(void *ctx, const char *dom, size_t len, uint64_t *id)
+{
+	(void)ctx;
+	*id = len ? (uint64_t)(unsigned char)dom[0] : 0;
+	return 0;
+}
+
+/* property: every due recipient lands in exactly one transaction, each
+ * transaction has one destination and at most rcpt_limit recipients,
+ * transactions of one destination are full but for the last one */
+static void test_group_random(void)
+{
+	enum { N = 300 };
+	static struct spool_rcpt_entry r[N];
+	static char addrs[N][32];
+	static struct queue_slot slots[N];
+	static struct queue_txn txns[N];
+	uint32_t x = 42;
+	unsigned round, bad = 0;
+
+	T_CASE("random recipients, every limit 1..60");
+	for (round = 0; round < 200; round++) {
+		unsigned limit = round % 60 + 1, seen[N] = { 0 };
+		size_t i, t, n = (size_t)(round * 7 % N) + 1, ns, nt, due = 0;
+
+		for (i = 0; i < n; i++) {
+			x = x * 1664525u + 1013904223u;
+			snprintf(addrs[i], sizeof(addrs[i]), "u%zu@%c.example", i, 'a' + (x >> 24) % 5);
+			r[i].addr = addrs[i];
+			r[i].state = (x >> 8) % 7 == 0 ? SPOOL_RCPT_DELIVERED : SPOOL_RCPT_PENDING;
+			r[i].next_attempt_unix = (x >> 12) % 3 == 0 ? 1000 : 0;
+			due += r[i].state == SPOOL_RCPT_PENDING && r[i].next_attempt_unix <= 500;
+		}
+		if (queue_group(r, n, 500, limit, letter_lookup, NULL, slots, &ns, txns, N, &nt) != 0 ||
+		    ns != due)
+			bad++;
+		for (t = 0; t < nt; t++) {
+			if (txns[t].n_rcpts == 0 || txns[t].n_rcpts > limit)
+				bad++;
+			if (t + 1 < nt && txns[t + 1].dest_id == txns[t].dest_id &&
+			    txns[t].n_rcpts != limit)
+				bad++;
+			if (t + 1 < nt && txns[t + 1].first != txns[t].first + txns[t].n_rcpts)
+				bad++;
+			for (i = txns[t].first; i < txns[t].first + txns[t].n_rcpts; i++) {
+				const char *at = strrchr(r[slots[i].rcpt].addr, '@');
+
+				if (slots[i].dest_id != txns[t].dest_id ||
+				    (uint64_t)(unsigned char)at[1] != txns[t].dest_id ||
+				    r[slots[i].rcpt].state != SPOOL_RCPT_PENDING ||
+				    r[slots[i].rcpt].next_attempt_unix > 500)
+					bad++;
+				seen[slots[i].rcpt]++;
+			}
+		}
+		for (i = 0; i < n; i++)
+			if (seen[i] > 1)
+				bad++;
+	}
+	T_EQ_INT(bad, 0);
+}
+
 static void test_dest(void)
 {
 	struct queue_dest_policy p;
@@ -515,6 +578,7 @@ int main(void)
 	test_classify_fault();
 	test_fault_from_errno();
 	test_group();
+	test_group_random();
 	test_dest();
 	return t_done();
 }
