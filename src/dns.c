@@ -79,6 +79,9 @@ struct dns_lookup {
 	dns_lookup_fn *cb;
 	void *arg;
 	struct dns_lookup *next;        /* free list or ready list */
+	struct dns_lookup *leader;      /* the lookup whose answer we share */
+	struct dns_lookup *followers;   /* lookups sharing ours ... */
+	struct dns_lookup *next_follower; /* ... linked through this */
 	enum dns_cache_kind kind;
 	bool is_used;
 	bool is_ready;                  /* on the ready list */
@@ -655,6 +658,13 @@ static void finish(struct dns_lookup *l)
 	}
 	res->ttl_s = ttl;
 	dns_cache_put(d->cache, l->kind, l->name, res, ttl, d->r->now_ms);
+	for (struct dns_lookup *f = l->followers; f != NULL; f = f->next_follower) {
+		f->res = *res;
+		f->leader = NULL;
+		dns_mx_shuffle(f->res.hosts, f->res.n_hosts, &d->rng);
+		ready_push(f);
+	}
+	l->followers = NULL;
 	dns_mx_shuffle(res->hosts, res->n_hosts, &d->rng);
 	ready_push(l);
 }
@@ -864,6 +874,31 @@ static bool answer_cached(struct dns_lookup *l)
 	return true;
 }
 
+/*
+ * join_in_flight - make l follow a lookup of the same key whose queries
+ * are in flight, so that a burst of mail to one domain asks once; whether
+ * it found one. The scan is linear: max_lookups is small, and it runs only
+ * on a cache miss.
+ */
+static bool join_in_flight(struct dns_lookup *l)
+{
+	struct dns_resolver *d = l->d;
+
+	for (unsigned i = 0; i < d->max_lookups; i++) {
+		struct dns_lookup *o = &d->pool[i];
+
+		if (o == l || !o->is_used || o->is_ready || o->leader != NULL ||
+		    o->n_pending == 0 || o->kind != l->kind || strcmp(o->name, l->name) != 0)
+			continue;
+		l->leader = o;
+		l->next_follower = o->followers;
+		o->followers = l;
+		d->stats.n_joined++;
+		return true;
+	}
+	return false;
+}
+
 /* ask - send l's first queries: MX, or A+AAAA for a host lookup. */
 static void ask(struct dns_lookup *l)
 {
@@ -926,7 +961,7 @@ static int lookup_start(struct dns_resolver *d, enum dns_cache_kind kind,
 		return 0;
 	}
 	memcpy(l->name, name, strlen(name) + 1);
-	if (!answer_cached(l))
+	if (!answer_cached(l) && !join_in_flight(l))
 		ask(l);
 	return 0;
 }
@@ -945,13 +980,25 @@ int dns_host_lookup(struct dns_resolver *d, const char *name, size_t len,
 
 void dns_lookup_cancel(struct dns_resolver *d, struct dns_lookup *l)
 {
-	if (l->d != d || !l->is_used || l->is_calling)
+	struct dns_lookup **p;
+
+	if (l->d != d || !l->is_used || l->is_calling || l->is_canceled)
 		rm_panic("dns: cancel of a lookup that is not in flight");
-	lookup_drop_queries(l);
-	if (l->is_ready)
-		l->is_canceled = true;  /* the drain frees it */
-	else
+	if (l->leader) {
+		for (p = &l->leader->followers; *p != l; p = &(*p)->next_follower)
+			;
+		*p = l->next_follower;
 		lookup_put(l);
+		return;
+	}
+	if (l->is_ready || l->followers) {
+		/* the drain frees it; a leader goes on asking for its
+		 * followers */
+		l->is_canceled = true;
+		return;
+	}
+	lookup_drop_queries(l);
+	lookup_put(l);
 }
 
 /* --- completions ---------------------------------------------------------- */

@@ -6,9 +6,10 @@
  *                  [-n tries] [-S seed] [-N negative_ttl_s] [-L max_lookups]
  *                  [-T limit_s]
  *                  STEP...
- * A STEP is "mx:DOMAIN", "host:NAME", "sleep:MS" or "stats"; steps joined
- * with '+' ("mx:a.test+mx:b.test") run at once, and the next step starts
- * when all of them have answered. One line per answer on stdout:
+ * A STEP is "mx:DOMAIN", "host:NAME", "sleep:MS", "stats", or "cancel:N"
+ * (dns_lookup_cancel of the lookup started by part N of this step); parts
+ * joined with '+' ("mx:a.test+mx:b.test") run at once, and the next step
+ * starts when all of them have answered. One line per answer on stdout:
  *   mx DOMAIN status=ok implicit=0 literal=0 cached=0 ttl=300 queries=3
  *      hosts=10/mx1.a.test/ok/127.0.0.2|127.0.0.3,20/mx2.a.test/nohost/-
  * (one line; queries is the udns queries sent since the step began).
@@ -51,6 +52,7 @@ struct probe {
 	/* one slot per lookup of the running step, for the printed name */
 	char kinds[PROBE_MAX_PARALLEL][8];
 	char names[PROBE_MAX_PARALLEL][DNS_NAME_BYTES + 8];
+	struct dns_lookup *handles[PROBE_MAX_PARALLEL];
 };
 
 static void run_next(struct probe *p);
@@ -92,6 +94,7 @@ static void on_lookup(void *arg, const struct dns_mx_result *res)
 	struct probe_slot_ref *ref = arg;
 	struct probe *p = ref->p;
 
+	p->handles[ref->slot] = NULL;
 	print_result(p, p->kinds[ref->slot], p->names[ref->slot], res);
 	if (--p->outstanding == 0)
 		run_next(p);
@@ -116,9 +119,11 @@ static int start_one(struct probe *p, char *part, unsigned slot)
 	if (strcmp(part, "stats") == 0) {
 		struct dns_stats st = dns_resolver_stats(p->d);
 
-		printf("stats lookups=%llu hits=%llu literals=%llu queries=%llu tempfail=%llu\n",
+		printf("stats lookups=%llu hits=%llu literals=%llu joined=%llu queries=%llu "
+		       "tempfail=%llu\n",
 		       (unsigned long long)st.n_lookups, (unsigned long long)st.n_cache_hits,
-		       (unsigned long long)st.n_literals, (unsigned long long)st.n_queries,
+		       (unsigned long long)st.n_literals, (unsigned long long)st.n_joined,
+		       (unsigned long long)st.n_queries,
 		       (unsigned long long)st.n_tempfail);
 		fflush(stdout);
 		return 0;
@@ -142,10 +147,27 @@ static int start_one(struct probe *p, char *part, unsigned slot)
 		p->outstanding++;
 		return 0;
 	}
+	p->handles[slot] = NULL;
+	if (strcmp(part, "cancel") == 0) {
+		unsigned n = (unsigned)atoi(colon + 1);
+
+		if (n >= slot || p->handles[n] == NULL) {
+			fprintf(stderr, "dns_probe: cancel:%u: no lookup in flight there\n", n);
+			return -1;
+		}
+		dns_lookup_cancel(p->d, p->handles[n]);
+		p->handles[n] = NULL;
+		p->outstanding--;
+		printf("cancel %s %s\n", p->kinds[n], p->names[n]);
+		fflush(stdout);
+		return 0;
+	}
 	if (strcmp(part, "mx") == 0)
-		rc = dns_mx_lookup(p->d, colon + 1, strlen(colon + 1), on_lookup, &refs[slot], NULL);
+		rc = dns_mx_lookup(p->d, colon + 1, strlen(colon + 1), on_lookup, &refs[slot],
+				   &p->handles[slot]);
 	else if (strcmp(part, "host") == 0)
-		rc = dns_host_lookup(p->d, colon + 1, strlen(colon + 1), on_lookup, &refs[slot], NULL);
+		rc = dns_host_lookup(p->d, colon + 1, strlen(colon + 1), on_lookup, &refs[slot],
+				     &p->handles[slot]);
 	else
 		rc = -ENOTSUP;
 	if (rc < 0) {
@@ -168,6 +190,7 @@ static void run_next(struct probe *p)
 			return;
 		}
 		p->queries_at_step = dns_resolver_stats(p->d).n_queries;
+		slot = 0;
 		for (part = strtok_r(p->steps[p->next_step++], "+", &save); part != NULL;
 		     part = strtok_r(NULL, "+", &save))
 			if (start_one(p, part, slot++) < 0) {

@@ -21,7 +21,9 @@
  * can proceed, must wait (temporary) or must bounce (permanent). Results
  * are cached by TTL (the smallest TTL of every RRset used, capped); the
  * cache is LRU with a fixed number of entries. Temporary failures are not
- * cached.
+ * cached. A lookup that misses the cache while another lookup of the same
+ * name is asking joins it instead of asking again (a burst of mail to one
+ * domain costs one set of queries).
  *
  * Names. udns owns the plain dns_* names (dns_init, dns_new, dns_free,
  * struct dns_ctx, struct dns_mx, enum dns_status, DNS_E_*, DNS_R_*...), so
@@ -171,6 +173,7 @@ struct dns_stats {
 	uint64_t n_lookups;     /* accepted by dns_mx_lookup/dns_host_lookup */
 	uint64_t n_cache_hits;
 	uint64_t n_literals;
+	uint64_t n_joined;      /* lookups that shared another's queries */
 	uint64_t n_queries;     /* udns queries submitted (MX, A, AAAA) */
 	uint64_t n_tempfail;    /* lookups that ended TEMPFAIL */
 };

@@ -385,3 +385,34 @@ def test_stop_with_lookups_in_flight(dns_server):
     assert p.returncode == 2 and "limit reached" in p.stderr, \
         f"got exit {p.returncode} {p.stderr!r}, want 2 (time limit)"
     assert p.stdout == "", f"got {p.stdout!r}, want no callback after the stop"
+
+
+def test_same_domain_lookups_share_queries(dns_server):
+    lines = probe(dns_server, "mx:multi.test+mx:MULTI.test+mx:multi.test.", "stats")
+    answers = [result(x) for x in lines[:3]]
+    assert [x["status"] for x in answers] == ["ok"] * 3, f"got {lines}"
+    assert {x["queries"] for x in answers} == {"7"}, \
+        f"got {lines}, want the three lookups to share one set of 7 queries"
+    stats = parse_kv(lines[3])
+    assert stats["joined"] == "2" and stats["queries"] == "7", f"got {lines[3]}"
+
+
+def test_cancel(dns_server):
+    lines = probe(dns_server,
+                  "mx:amx.test+mx:amx.test+cancel:0",          # leader cancelled: follower answered
+                  "mx:null.test+mx:null.test+cancel:1",        # follower cancelled
+                  "mx:nope.test+cancel:0",                     # queries dropped
+                  "mx:[127.0.0.1]+cancel:0",                   # answer already queued
+                  "host:relay.test+host:relay.test+host:relay.test+cancel:0+cancel:2",
+                  "stats")
+    assert lines[:-1] == [
+        "cancel mx amx.test", lines[1],
+        "cancel mx null.test", lines[3],
+        "cancel mx nope.test",
+        "cancel mx [127.0.0.1]",
+        "cancel host relay.test", "cancel host relay.test", lines[8]], f"got {lines}"
+    assert lines[1].startswith("mx amx.test status=ok implicit=1"), f"got {lines[1]}"
+    assert lines[3].startswith("mx null.test status=null-mx"), f"got {lines[3]}"
+    assert lines[8].startswith("host relay.test status=ok"), f"got {lines[8]}"
+    stats = parse_kv(lines[-1])
+    assert stats["lookups"] == "9" and stats["joined"] == "4", f"got {lines[-1]}"
