@@ -159,10 +159,12 @@ void queue_classify_reply(unsigned code, const char *esc,
 		return;
 	}
 	if (phase == QUEUE_PHASE_SESSION && cls != 2) {
-		/* keep the status class of the reply, but never bounce a
-		 * recipient because one host would not talk to us */
-		set(out, QUEUE_DEFER, cls == 4 ? class_status(esc, '4') : "4.4.0",
-		    true, true, "session refused");
+		if (cls == 4)
+			set(out, QUEUE_DEFER, class_status(esc, '4'), true, true,
+			    "session refused temporarily");
+		else
+			set(out, QUEUE_BOUNCE, class_status(esc, '5'), true, true,
+			    "session refused");
 		return;
 	}
 	if (phase == QUEUE_PHASE_RCPT && code == 552) {

@@ -145,11 +145,15 @@ enum queue_fault {
  * struct queue_outcome - a classified outcome. status is the RFC 3463
  * code for the DSN's Status field and the delivery log, NUL-terminated.
  * reason is a static constant naming the rule that decided (for the log).
+ * is_next_host: the host, not the recipient, failed: try the next MX
+ * host or address first (RFC 5321 5.1), and apply verdict only when none
+ * is left (so a 5xx greeting bounces only at the last host, as Postfix's
+ * smtp_skip_5xx_greeting does).
  */
 struct queue_outcome {
 	enum queue_verdict verdict;
 	char status[QUEUE_STATUS_BYTES];
-	bool is_next_host;	/* try the next MX host/address (RFC 5321 5.1) */
+	bool is_next_host;
 	bool is_dest_fault;	/* counts as a failure of the destination */
 	const char *reason;
 };
@@ -162,8 +166,8 @@ struct queue_outcome {
  *   - code outside 200..599, or 1xx/3xx where a final reply was due:
  *     defer 4.5.0, destination fault (the peer broke the protocol);
  *   - 421 in any phase: defer, next host, destination fault (RFC 5321 3.8);
- *   - non-2xx in SESSION: defer, next host, destination fault: the host
- *     refuses service, not the recipient (Postfix's smtp_skip_5xx_greeting);
+ *   - non-2xx in SESSION: next host, destination fault (the host refuses
+ *     service, not the recipient); 4xx defer, 5xx bounce at the last host;
  *   - 552 in RCPT: defer 4.5.3 (RFC 5321 4.5.3.1.10: "too many
  *     recipients" was once 552; treat it as 452);
  *   - 2xx deliver, 4xx defer, 5xx bounce (RFC 5321 4.2.1).

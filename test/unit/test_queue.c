@@ -221,7 +221,8 @@ static void test_classify_reply(void)
 		{ "RFC5321-3.8 421 greeting", 421, "4.3.2", QUEUE_PHASE_SESSION, QUEUE_DEFER, "4.3.2", true, true },
 		{ "RFC5321-3.8 421 to RCPT", 421, NULL, QUEUE_PHASE_RCPT, QUEUE_DEFER, "4.0.0", true, true },
 		{ "RFC5321-3.8 421 after DATA", 421, "4.4.2", QUEUE_PHASE_DATA, QUEUE_DEFER, "4.4.2", true, true },
-		{ "554 greeting defers, next host", 554, "5.7.1", QUEUE_PHASE_SESSION, QUEUE_DEFER, "4.4.0", true, true },
+		{ "554 greeting: next host, bounce at the last", 554, "5.7.1", QUEUE_PHASE_SESSION, QUEUE_BOUNCE, "5.7.1", true, true },
+		{ "550 to EHLO and HELO: next host, bounce at the last", 550, NULL, QUEUE_PHASE_SESSION, QUEUE_BOUNCE, "5.0.0", true, true },
 		{ "450 EHLO refused defers, next host", 450, "4.7.1", QUEUE_PHASE_SESSION, QUEUE_DEFER, "4.7.1", true, true },
 		{ "354 where a final reply was due", 354, NULL, QUEUE_PHASE_RCPT, QUEUE_DEFER, "4.5.0", false, true },
 		{ "199 out of range", 199, NULL, QUEUE_PHASE_RCPT, QUEUE_DEFER, "4.5.0", false, true },
@@ -257,8 +258,7 @@ static void test_classify_reply(void)
 				if (!queue_status_valid(o.status, strlen(o.status)) ||
 				    o.status[0] != want_cls)
 					bad++;
-				if (code / 100 == 5 && ph != QUEUE_PHASE_SESSION &&
-				    !(code == 552 && ph == QUEUE_PHASE_RCPT) &&
+				if (code / 100 == 5 && !(code == 552 && ph == QUEUE_PHASE_RCPT) &&
 				    o.verdict != QUEUE_BOUNCE)
 					bad++;
 				if (code / 100 == 4 && o.verdict != QUEUE_DEFER)
