@@ -42,6 +42,25 @@
  * The DSN itself goes out with the null reverse-path "<>" (RFC 3464 2,
  * RFC 5321 4.5.5), so it is never bounced in turn; dsn_should_notify()
  * also refuses to notify a null sender.
+ *
+ * Use (the delivery engine; error handling shortened):
+ *
+ *	if (!dsn_should_notify(e->sender, rcpt->notify, DSN_KIND_FAILURE))
+ *		return;				   // drop silently: RFC 3461
+ *	dsn_boundary_format(b, sizeof(b), e->id, now, random64(), attempt);
+ *	dsn_message_id_format(mid, sizeof(mid), now, new_id, myhostname);
+ *	rc = dsn_init(&w, &msg);		   // msg points at b, mid, ...
+ *	dsn_envelope(&w, &body, &smtputf8);	   // MAIL FROM:<> BODY=body
+ *	do {					   // in/in_len: spool_read() chunk
+ *		rc = dsn_write(&w, in, in_len, is_last_chunk, out, cap,
+ *			       &used, &n);
+ *		spool_msg_write(dsn_msg, out, n, err);
+ *		in += used, in_len -= used;
+ *		if (rc == DSN_NEED_ORIGINAL)
+ *			read the next chunk into in/in_len;
+ *	} while (rc == DSN_OUT_FULL || rc == DSN_NEED_ORIGINAL);
+ *	if (rc == DSN_E_BOUNDARY)
+ *		abort dsn_msg, attempt++, start over;
  */
 #ifndef RINGMTA_DSN_H
 #define RINGMTA_DSN_H
