@@ -86,6 +86,11 @@ bool queue_expired(int64_t arrival_ms, int64_t now_ms, uint64_t lifetime_ms)
 	return has_elapsed(arrival_ms, now_ms, lifetime_ms);
 }
 
+int64_t queue_expiry_time(int64_t arrival_ms, uint64_t lifetime_ms)
+{
+	return add_sat(arrival_ms, lifetime_ms);
+}
+
 bool queue_delay_warning_due(int64_t arrival_ms, int64_t now_ms,
 			     uint64_t warning_ms, bool has_warned)
 {

@@ -89,6 +89,14 @@ int64_t queue_next_attempt(const uint64_t *schedule_ms, size_t n,
 bool queue_expired(int64_t arrival_ms, int64_t now_ms, uint64_t lifetime_ms);
 
 /*
+ * queue_expiry_time - arrival_ms + lifetime_ms, saturating at INT64_MAX:
+ * when a message expires (the DSN's Will-Retry-Until, in ms), and the
+ * bound to clamp queue_next_attempt() to, so the last attempt happens
+ * at the expiry instead of after it.
+ */
+int64_t queue_expiry_time(int64_t arrival_ms, uint64_t lifetime_ms);
+
+/*
  * queue_delay_warning_due - true when a "delayed" DSN should be sent now:
  * warning_ms is not 0 (0 = never warn), has_warned is false (the host
  * remembers that it warned), and now - arrival >= warning_ms.

@@ -141,6 +141,18 @@ static void test_expiry(void)
 	}
 }
 
+static void test_expiry_time(void)
+{
+	T_CASE("expiry time");
+	T_EQ_INT(queue_expiry_time(1000, 5 * D), 1000 + 5 * D);
+	T_EQ_INT(queue_expiry_time(-5 * D, 5 * D), 0);
+	T_EQ_INT(queue_expiry_time(INT64_MAX - 1, 2), INT64_MAX);
+	T_EQ_INT(queue_expiry_time(INT64_MIN, UINT64_MAX), INT64_MAX);
+	T_CASE("expired exactly at the expiry time");
+	T_EQ_INT(queue_expired(1000, queue_expiry_time(1000, 5 * D), 5 * D), true);
+	T_EQ_INT(queue_expired(1000, queue_expiry_time(1000, 5 * D) - 1, 5 * D), false);
+}
+
 static void test_delay_warning(void)
 {
 	static const struct {
@@ -572,6 +584,7 @@ int main(void)
 {
 	test_schedule();
 	test_expiry();
+	test_expiry_time();
 	test_delay_warning();
 	test_status_valid();
 	test_classify_reply();
