@@ -13,7 +13,9 @@
  * Interface: include/ringmta/dns.h
  * Limits: DNS_MAX_MX_HOSTS hosts of DNS_MAX_HOST_ADDRS addresses per
  *       answer; max_lookups in flight (then -EAGAIN); cache_entries
- *       cached answers (LRU); TTLs capped at max_ttl_s.
+ *       cached answers (LRU); TTLs capped at max_ttl_s. udns speaks UDP
+ *       only (EDNS0, 4096 bytes): a truncated answer counts as SERVFAIL,
+ *       so TEMPFAIL. XXX a TCP retry submitted on the ring would fix it.
  * Errors: set-up returns -errno/-EINVAL with an rm_err; lookups return
  *       -EINVAL/-EAGAIN/-ESHUTDOWN; DNS trouble is a result
  *       (DNS_RESULT_TEMPFAIL), never an error. A completion for an anchor

@@ -132,8 +132,9 @@ struct dns_mx_result {
 /*
  * dns_lookup_fn - a lookup finished. res is borrowed: valid until the
  * callback returns. arg is the caller's, as passed to the lookup. The
- * callback may start new lookups and cancel other ones; it runs from the
- * resolver's completion handler, never inside a dns_* call.
+ * callback may start new lookups, cancel other ones and stop the
+ * resolver; it runs from the resolver's completion handler, never inside
+ * a dns_* call.
  */
 typedef void dns_lookup_fn(void *arg, const struct dns_mx_result *res);
 
