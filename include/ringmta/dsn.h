@@ -235,6 +235,9 @@ struct dsn_writer {
  * of a message from sender? Never for the null sender "" (or NULL): a
  * bounce is never bounced. NEVER: no. Absent: failures and delays (the
  * RFC's default, as Postfix and Exim do). Otherwise only the kinds named.
+ * Ask with DSN_KIND_SUCCESS also after relaying to a peer that did not
+ * offer DSN (RFC 3461 4.1, 5.2.2): a yes means a success notice with
+ * Action: relayed (DSN_ACTION_RELAYED), since no notice will come later.
  */
 bool dsn_should_notify(const char *sender, unsigned notify,
 		       enum dsn_kind kind);
