@@ -159,13 +159,15 @@ static bool line_starts(const struct out *o, const char *s)
  * a test failure, a missing python a skip line. */
 static void python_check(const struct out *o, const char *const *args)
 {
-	char path[] = "/tmp/test_dsn.XXXXXX", cmd[8192], line[1024];
+	char path[4096], cmd[8192], line[1024];
+	const char *tmp = getenv("TMPDIR");
 	size_t n = 0, i;
 	FILE *p;
 	int fd, status;
 
 	if (checker == NULL)
 		return;
+	snprintf(path, sizeof(path), "%s/test_dsn.XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
 	fd = mkstemp(path);
 	if (fd < 0 || write(fd, o->p, o->len) != (ssize_t)o->len) {
 		perror("test_dsn: temp file");
