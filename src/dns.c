@@ -20,9 +20,10 @@
  *       -EINVAL/-EAGAIN/-ESHUTDOWN; DNS trouble is a result
  *       (DNS_RESULT_TEMPFAIL), never an error. A completion for an anchor
  *       we do not know is our bug (rm_panic).
- * Standards: RFC 5321 5.1 (MX order, implicit MX), RFC 7505 (null MX),
- *       RFC 1035 2.3.4 (name sizes), RFC 2308 (negative caching, approximated),
- *       RFC 5321 4.1.3 (address literals), resolv.conf(5).
+ * Standards: RFC 5321 5.1 (MX order, implicit MX, MX to self), RFC 7505
+ *       (null MX), RFC 1035 2.3.4 (name sizes), RFC 2308 (negative
+ *       caching, approximated), RFC 5321 4.1.3 (address literals),
+ *       resolv.conf(5).
  *
  * Lookup flow: MX query -> (records: dns_mx_build, then A+AAAA of every
  * host in parallel | NODATA: A+AAAA of the domain itself | NXDOMAIN or
@@ -126,6 +127,7 @@ struct dns_resolver {
 	unsigned negative_ttl_s;
 	unsigned max_ttl_s;
 	struct dns_stats stats;
+	char myhostname[DNS_NAME_BYTES]; /* "" = no MX-to-self check */
 };
 
 /* --- names, literals, results ------------------------------------------ */
@@ -224,13 +226,15 @@ const char *dns_result_str(enum dns_result res)
 	case DNS_RESULT_NXDOMAIN: return "nxdomain";
 	case DNS_RESULT_NULL_MX: return "null-mx";
 	case DNS_RESULT_NOHOST: return "nohost";
+	case DNS_RESULT_LOOP: return "loop";
 	}
 	return "unknown";
 }
 
 bool dns_result_is_permanent(enum dns_result res)
 {
-	return res == DNS_RESULT_NXDOMAIN || res == DNS_RESULT_NULL_MX || res == DNS_RESULT_NOHOST;
+	return res == DNS_RESULT_NXDOMAIN || res == DNS_RESULT_NULL_MX ||
+		res == DNS_RESULT_NOHOST || res == DNS_RESULT_LOOP;
 }
 
 /* --- MX ordering --------------------------------------------------------- */
@@ -293,6 +297,23 @@ void dns_mx_build(struct dns_mx_result *res, const struct dns_mx_record *rr, siz
 		mx_insert(res, rr[i].preference, name);
 	}
 	res->status = res->n_hosts > 0 ? DNS_RESULT_OK : DNS_RESULT_NOHOST;
+}
+
+void dns_mx_drop_self(struct dns_mx_result *res, const char *myhostname)
+{
+	if (res->status != DNS_RESULT_OK || myhostname == NULL || myhostname[0] == '\0')
+		return;
+	for (size_t i = 0; i < res->n_hosts; i++) {
+		if (strcmp(res->hosts[i].name, myhostname) != 0)
+			continue;
+		/* hosts are sorted: cut before the first of our preference */
+		while (i > 0 && res->hosts[i - 1].preference == res->hosts[i].preference)
+			i--;
+		res->n_hosts = i;
+		if (i == 0)
+			res->status = DNS_RESULT_LOOP;
+		return;
+	}
 }
 
 static uint64_t xorshift64(uint64_t *s)
@@ -819,6 +840,7 @@ static void on_mx(struct dns_ctx *ctx, struct dns_rr_mx *rr, void *data)
 			recs[n++].name = rr->dnsmx_mx[k].name;
 		}
 		dns_mx_build(&l->res, recs, n);
+		dns_mx_drop_self(&l->res, l->d->myhostname);
 		ttl_seen(l, rr->dnsmx_ttl);
 		free(rr);
 		if (l->res.status != DNS_RESULT_OK)
@@ -1081,6 +1103,7 @@ void dns_opts_from_conf(struct dns_opts *o, const struct conf *c, unsigned op)
 	o->servers = c->dns_servers;
 	o->n_servers = c->n_dns_servers;
 	o->resolv_conf = c->resolv_conf[0] ? c->resolv_conf : NULL;
+	o->myhostname = c->myhostname;
 }
 
 /* resolv_option - apply one "options" token we understand. */
@@ -1199,6 +1222,13 @@ struct dns_resolver *dns_resolver_new(struct reactor *r, const struct dns_opts *
 	d->negative_ttl_s = o->negative_ttl_s ? o->negative_ttl_s : DNS_DEFAULT_NEGATIVE_TTL_S;
 	d->max_ttl_s = o->max_ttl_s ? o->max_ttl_s : DNS_DEFAULT_MAX_TTL_S;
 	d->rng = seed_rng(o->seed);
+	if (o->myhostname && o->myhostname[0] &&
+	    dns_name_normalize(o->myhostname, strlen(o->myhostname), d->myhostname) < 0) {
+		rm_err_set(err, -EINVAL, "dns: myhostname \"%.*s\" is not a host name",
+			   DNS_NAME_BYTES, o->myhostname);
+		free(d);
+		return NULL;
+	}
 	d->cache = dns_cache_new(n_cache);
 	d->pool = calloc(d->max_lookups, sizeof(*d->pool));
 	if (d->cache == NULL || d->pool == NULL) {

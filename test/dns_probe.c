@@ -4,7 +4,7 @@
  *
  * Usage: dns_probe [-s ip:port]... [-r resolv.conf] [-t timeout_s]
  *                  [-n tries] [-S seed] [-N negative_ttl_s] [-L max_lookups]
- *                  [-T limit_s]
+ *                  [-m myhostname] [-T limit_s]
  *                  STEP...
  * A STEP is "mx:DOMAIN", "host:NAME", "sleep:MS", "stats", or "cancel:N"
  * (dns_lookup_cancel of the lookup started by part N of this step); parts
@@ -282,7 +282,8 @@ static int parse_server(const char *s, struct conf_addr *a)
 static int usage(void)
 {
 	fprintf(stderr, "usage: dns_probe [-s ip:port]... [-r resolv.conf] [-t timeout_s] "
-		"[-n tries] [-S seed] [-N negative_ttl_s] [-L max_lookups] [-T limit_s] STEP...\n");
+		"[-n tries] [-S seed] [-N negative_ttl_s] [-L max_lookups] [-m myhostname] "
+		"[-T limit_s] STEP...\n");
 	return 1;
 }
 
@@ -301,7 +302,7 @@ int main(int argc, char **argv)
 	int opt, rc;
 
 	p.limit_ms = 30000;
-	while ((opt = getopt(argc, argv, "s:r:t:n:S:N:L:T:")) != -1) {
+	while ((opt = getopt(argc, argv, "s:r:t:n:S:N:L:m:T:")) != -1) {
 		switch (opt) {
 		case 's':
 			if (o.n_servers >= CONF_MAX_DNS_SERVERS || parse_server(optarg, &servers[o.n_servers]) < 0)
@@ -314,6 +315,7 @@ int main(int argc, char **argv)
 		case 'S': o.seed = strtoull(optarg, NULL, 0); break;
 		case 'N': o.negative_ttl_s = (unsigned)atoi(optarg); break;
 		case 'L': o.max_lookups = (unsigned)atoi(optarg); break;
+		case 'm': o.myhostname = optarg; break;
 		case 'T': p.limit_ms = atol(optarg) * 1000; break;
 		default: return usage();
 		}

@@ -89,6 +89,9 @@ enum dns_result {
 				 * accepts no mail (5.1.10) */
 	DNS_RESULT_NOHOST,      /* permanent: no host of the domain has an
 				 * address (5.4.4) */
+	DNS_RESULT_LOOP,        /* permanent: we are the domain's best MX
+				 * (RFC 5321 5.1), delivering would loop
+				 * back to ourselves (5.4.6) */
 };
 
 /* struct dns_addr - one IPv4 or IPv6 address (no port). */
@@ -167,6 +170,7 @@ struct dns_opts {
 	unsigned negative_ttl_s;
 	unsigned max_ttl_s;
 	uint64_t seed;          /* equal-preference shuffle; 0: getrandom() */
+	const char *myhostname; /* copied; NULL/"": no MX-to-self check */
 };
 
 /* struct dns_stats - counters since dns_resolver_new(). */
@@ -180,8 +184,9 @@ struct dns_stats {
 };
 
 /*
- * dns_opts_from_conf - fill o from c's dns_servers and resolv_conf keys;
- * every other field 0 (default) and o->op = op. o->servers borrows c.
+ * dns_opts_from_conf - fill o from c's dns_servers, resolv_conf and
+ * myhostname keys; every other field 0 (default) and o->op = op.
+ * o->servers and o->myhostname borrow c.
  */
 void dns_opts_from_conf(struct dns_opts *o, const struct conf *c, unsigned op);
 
@@ -258,7 +263,8 @@ int dns_host_lookup(struct dns_resolver *d, const char *name, size_t len,
  * own callback, or one already answered, is our bug: rm_panic). */
 void dns_lookup_cancel(struct dns_resolver *d, struct dns_lookup *l);
 
-/* dns_result_str - "ok", "tempfail", "nxdomain", "null-mx", "nohost". */
+/* dns_result_str - "ok", "tempfail", "nxdomain", "null-mx", "nohost",
+ * "loop". */
 const char *dns_result_str(enum dns_result res);
 
 /* dns_result_is_permanent - whether the caller must bounce. */
@@ -304,6 +310,17 @@ struct dns_mx_record {
  * and no address until resolved. res is fully overwritten.
  */
 void dns_mx_build(struct dns_mx_result *res, const struct dns_mx_record *rr, size_t n);
+
+/*
+ * dns_mx_drop_self - RFC 5321 5.1: when myhostname (lower case, no
+ * trailing dot) is one of res's hosts, drop it and every host of equal or
+ * greater preference; if that leaves none, res becomes DNS_RESULT_LOOP.
+ * res must come from dns_mx_build with status OK; others are left alone.
+ * XXX only the name is compared: an MX name that is an alias of ours, or
+ * one of our addresses, is not seen (the deliver module must catch a
+ * connection to itself).
+ */
+void dns_mx_drop_self(struct dns_mx_result *res, const char *myhostname);
 
 /*
  * dns_mx_shuffle - randomize the order within each run of equal

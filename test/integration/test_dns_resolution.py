@@ -62,6 +62,11 @@ ZONE = """
   local-data: "ttl.test. 2 IN MX 10 mx.ttl.test."
   local-data: "mx.ttl.test. 2 IN A 127.0.0.4"
   local-data: "relay.test. 300 IN A 127.0.0.7"
+  local-data: "self.test. 300 IN MX 5 mx1.multi.test."
+  local-data: "self.test. 300 IN MX 10 relay.test."
+  local-data: "self.test. 300 IN MX 20 mx2.multi.test."
+  local-data: "selfbest.test. 300 IN MX 10 relay.test."
+  local-data: "selfbest.test. 300 IN MX 20 mx2.multi.test."
   local-zone: "fail.example." transparent
 """
 
@@ -416,3 +421,12 @@ def test_cancel(dns_server):
     assert lines[8].startswith("host relay.test status=ok"), f"got {lines[8]}"
     stats = parse_kv(lines[-1])
     assert stats["lookups"] == "9" and stats["joined"] == "4", f"got {lines[-1]}"
+
+
+def test_mx_to_self_rfc5321_5_1(dns_server):
+    lines = [result(x) for x in probe(dns_server, "mx:self.test", "mx:selfbest.test",
+                                      opts=("-m", "RELAY.test"))]
+    assert [(h[0], h[1]) for h in lines[0]["hosts"]] == [(5, "mx1.multi.test")], \
+        f"got {lines[0]}, want us (relay.test, 10) and everything after dropped"
+    assert lines[1]["status"] == "loop" and lines[1]["hosts"] == [], \
+        f"got {lines[1]}, want loop (we are the best MX: bounce 5.4.6)"

@@ -1,7 +1,8 @@
 /*
  * test_dns - unit tests for the pure parts of the dns module: host-name
  * checks, address literals (RFC 5321 4.1.3), building an MX answer
- * (RFC 5321 5.1 order, RFC 7505 null MX), the equal-preference shuffle,
+ * (RFC 5321 5.1 order, RFC 7505 null MX), dropping ourselves from it
+ * (RFC 5321 5.1), the equal-preference shuffle,
  * the TTL/LRU cache with injected time, dns_opts_from_conf, and
  * dns_resolver_new on a reactor that never starts (op range, resolv.conf
  * parsing, udns's 6-server limit). Names and literals are read
@@ -245,6 +246,49 @@ static void test_mx_build(void)
 	}
 }
 
+struct self_case {
+	const char *name;
+	struct dns_mx_record rr[8];
+	size_t n;
+	const char *me;
+	enum dns_result want_status;
+	const char *want;
+};
+
+static void test_mx_drop_self(void)
+{
+	static const struct self_case cases[] = {
+		{ "RFC 5321 5.1 we are the best MX: loop", { { 10, "me.test" }, { 20, "b.test" } }, 2,
+		  "me.test", DNS_RESULT_LOOP, "" },
+		{ "RFC 5321 5.1 drop us and the less preferred", { { 5, "a.test" }, { 10, "me.test" },
+		  { 20, "b.test" } }, 3, "me.test", DNS_RESULT_OK, "5/a.test" },
+		{ "RFC 5321 5.1 equal preference to ours dropped too", { { 5, "a.test" },
+		  { 10, "x.test" }, { 10, "me.test" }, { 10, "y.test" } }, 4, "me.test",
+		  DNS_RESULT_OK, "5/a.test" },
+		{ "equal preference to ours, none better: loop", { { 10, "x.test" },
+		  { 10, "me.test" } }, 2, "me.test", DNS_RESULT_LOOP, "" },
+		{ "not us", { { 10, "a.test" } }, 1, "me.test", DNS_RESULT_OK, "10/a.test" },
+		{ "no myhostname", { { 10, "me.test" } }, 1, "", DNS_RESULT_OK, "10/me.test" },
+		{ "our name as a suffix is not us", { { 10, "notme.test" } }, 1, "me.test",
+		  DNS_RESULT_OK, "10/notme.test" },
+		{ "null MX untouched", { { 0, "" } }, 1, "me.test", DNS_RESULT_NULL_MX, "" },
+	};
+	struct dns_mx_result res;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const struct self_case *c = &cases[i];
+
+		T_CASE(c->name);
+		dns_mx_build(&res, c->rr, c->n);
+		dns_mx_drop_self(&res, c->me);
+		T_EQ_INT(res.status, c->want_status);
+		T_EQ_STR(hosts_text(&res), c->want);
+	}
+	T_CASE("loop is permanent");
+	T_EQ_INT(dns_result_is_permanent(DNS_RESULT_LOOP), 1);
+	T_EQ_STR(dns_result_str(DNS_RESULT_LOOP), "loop");
+}
+
 /* perm_index - which of the 6 orders of a, b, c the names in h[1..4) are. */
 static int perm_index(const struct dns_mx_host *h)
 {
@@ -452,6 +496,7 @@ static void test_opts_from_conf(void)
 	T_EQ_INT(o.op, 5);
 	T_EQ_INT(o.n_servers, 0);
 	T_EQ_STR(o.resolv_conf, "/etc/resolv.conf");
+	T_CHECK(o.myhostname == c.myhostname, "got myhostname not borrowed from conf");
 	T_CASE("dns_opts_from_conf: dns_servers");
 	T_EQ_INT(conf_parse_text(&c, "t", text, sizeof(text) - 1, &err), 0);
 	dns_opts_from_conf(&o, &c, 5);
@@ -532,6 +577,11 @@ static void test_resolver_new(void)
 	T_CASE("resolver: six servers");
 	o.n_servers = 6;
 	T_EQ_INT(new_resolver(&o, &err), 0);
+	T_CASE("resolver: myhostname must be a host name");
+	o.myhostname = "bad name";
+	T_EQ_INT(new_resolver(&o, &err), -EINVAL);
+	o.myhostname = "Relay.Example.ORG.";
+	T_EQ_INT(new_resolver(&o, &err), 0);
 }
 
 int main(void)
@@ -540,6 +590,7 @@ int main(void)
 	test_addr_literal();
 	test_addr_sockaddr();
 	test_mx_build();
+	test_mx_drop_self();
 	test_mx_shuffle();
 	test_cache_ttl();
 	test_cache_lru();
