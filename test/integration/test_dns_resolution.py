@@ -5,7 +5,7 @@ Owns:     two throwaway unbound instances on 127.0.0.1 (one serving the
           SERVFAIL for fail.example), a silent UDP socket (timeouts), and
           dns_probe runs: one reactor, one resolver, lookups through the
           io_uring poll/timeout glue, results printed as key=value lines.
-Must not: listen anywhere but 127.0.0.1, forward to the internet (the
+Must not: listen anywhere but 127.0.0.1 and ::1, forward to the internet (the
           zones are local-data; the only forward goes to the refuser).
 Interface: pytest-3 test/integration/test_dns_resolution.py
           env RINGMTA_DNS_PROBE (default: test/dns_probe next to RINGMTA_BIN).
@@ -71,7 +71,7 @@ ZONE = """
 """
 
 SERVER_CONF = """server:
-  interface: 127.0.0.1
+  interface: {interface}
   port: {port}
   do-daemonize: no
   username: ""
@@ -81,13 +81,13 @@ SERVER_CONF = """server:
   use-syslog: no
   logfile: ""
   verbosity: 1
-  do-ip6: no
+  do-ip6: {ip6}
   do-not-query-localhost: no
   module-config: "iterator"
   auto-trust-anchor-file: ""
   root-hints: ""
   num-threads: 1
-  access-control: 127.0.0.0/8 {access}
+  access-control: {acl} {access}
 {zone}
 {forward}
 remote-control:
@@ -101,20 +101,20 @@ def unbound_bin():
         (p for p in ("/usr/sbin/unbound", "/sbin/unbound") if os.access(p, os.X_OK)), None)
 
 
-def free_udp_port():
+def free_udp_port(ipv6=False):
     """free_udp_port - a loopback UDP port nobody is bound to right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
+    with socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("::1" if ipv6 else "127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def dns_query(port, name, qtype=15, timeout=1.0):
+def dns_query(port, name, qtype=15, timeout=1.0, ipv6=False):
     """dns_query - one raw UDP query; the rcode, or None on timeout."""
     qname = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".") if p) + b"\0"
     pkt = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + qname + struct.pack(">HH", qtype, 1)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    with socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(timeout)
-        s.sendto(pkt, ("127.0.0.1", port))
+        s.sendto(pkt, ("::1" if ipv6 else "127.0.0.1", port))
         try:
             data = s.recv(4096)
         except (socket.timeout, OSError):
@@ -125,13 +125,16 @@ def dns_query(port, name, qtype=15, timeout=1.0):
 class Unbound:
     """Unbound - one throwaway unbound process on 127.0.0.1:port."""
 
-    def __init__(self, workdir, name, access, zone="", forward=""):
-        self.port = free_udp_port()
+    def __init__(self, workdir, name, access, zone="", forward="", ipv6=False):
+        self.ipv6 = ipv6
+        self.port = free_udp_port(ipv6)
         self.dir = workdir
         self.conf = workdir / f"{name}.conf"
         self.log = workdir / f"{name}.log"
-        self.conf.write_text(SERVER_CONF.format(port=self.port, dir=workdir, access=access,
-                                                zone=zone, forward=forward))
+        self.conf.write_text(SERVER_CONF.format(
+            interface="::1" if ipv6 else "127.0.0.1", ip6="yes" if ipv6 else "no",
+            acl="::1" if ipv6 else "127.0.0.0/8", port=self.port, dir=workdir,
+            access=access, zone=zone, forward=forward))
         self.proc = None
 
     def start(self):
@@ -145,7 +148,7 @@ class Unbound:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 pytest.fail(f"unbound exited {self.proc.returncode}: {self.log.read_text()}")
-            if dns_query(self.port, probe_name, timeout=0.2) is not None:
+            if dns_query(self.port, probe_name, timeout=0.2, ipv6=self.ipv6) is not None:
                 return
             time.sleep(0.05)
         pytest.fail(f"unbound on port {self.port} not ready in {UNBOUND_READY_S}s:"
@@ -430,3 +433,31 @@ def test_mx_to_self_rfc5321_5_1(dns_server):
         f"got {lines[0]}, want us (relay.test, 10) and everything after dropped"
     assert lines[1]["status"] == "loop" and lines[1]["hosts"] == [], \
         f"got {lines[1]}, want loop (we are the best MX: bounce 5.4.6)"
+
+
+def ipv6_loopback():
+    """ipv6_loopback - whether ::1 can be bound here."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_ipv6_server(dns_server, tmp_path):
+    # dns_server only for its skip and probe checks: this test runs its own
+    # unbound on ::1, as dns_servers = [::1]:port would in the daemon.
+    if not ipv6_loopback():
+        pytest.skip("no IPv6 loopback (::1) in this environment")
+    server = Unbound(tmp_path, "zones6", "allow", zone=ZONE, ipv6=True)
+    try:
+        server.start()
+        server.wait_ready("multi.test")
+        argv = [PROBE, "-s", f"[::1]:{server.port}", "-t", "1", "-n", "2", "mx:multi.test"]
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
+    finally:
+        server.stop()
+    assert p.returncode == 0, f"got exit {p.returncode}: {p.stderr}"
+    r = result(p.stdout.splitlines()[0])
+    assert r["status"] == "ok" and r["hosts"][0][1] == "mx1.multi.test", f"got {r}"
