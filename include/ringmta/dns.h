@@ -126,8 +126,10 @@ struct dns_mx_result {
 	bool is_implicit;       /* no MX RRset: the domain is its own host */
 	bool is_literal;        /* an IP literal: answered without a query */
 	bool is_cached;         /* answered from the cache */
-	uint32_t ttl_s;         /* seconds the answer stays valid (0 for
-				 * TEMPFAIL and literals) */
+	uint32_t ttl_s;         /* seconds the answer stays valid: left in
+				 * the cache for a hit, negative_ttl_s for
+				 * permanent failures, 0 for TEMPFAIL and
+				 * literals */
 	size_t n_hosts;
 	struct dns_mx_host hosts[DNS_MAX_MX_HOSTS];
 };
@@ -156,7 +158,9 @@ struct dns_opts {
 	const struct conf_addr *servers; /* borrowed for the call: when
 				 * n_servers > 0 these servers (ports
 				 * honoured) and no resolv_conf */
-	size_t n_servers;       /* at most CONF_MAX_DNS_SERVERS */
+	size_t n_servers;       /* at most 6 (udns's DNS_MAXSERV; conf
+				 * allows CONF_MAX_DNS_SERVERS = 8, more
+				 * than 6 is -EINVAL here) */
 	const char *resolv_conf; /* "nameserver" and "options timeout:
 				 * attempts:" lines; NULL: /etc/resolv.conf */
 	unsigned timeout_s;     /* wait for the first try; udns doubles it
