@@ -152,11 +152,21 @@ static bool is_done(struct reactor *r)
 	return sv->n_sessions == 0 && !sv->is_fsync_inflight;
 }
 
+/* SERVER_SWEEP_MS - how often dead segment files are reclaimed. */
+#define SERVER_SWEEP_MS 60000
+
 static void tick(struct reactor *r)
 {
 	struct server *sv = server_of(r);
 	struct session *s, *next;
 	bool cut = r->is_stopping && r->now_ms >= sv->stop_deadline_ms;
+
+	if (r->now_ms >= sv->next_sweep_ms) {
+		struct rm_err err = { 0, "" };
+		sv->next_sweep_ms = r->now_ms + SERVER_SWEEP_MS;
+		if (spool_shard_sweep(sv->shard, &err) < 0)
+			log_warn("r%u %s", r->id, err.msg);
+	}
 
 	for (s = sv->sessions; s != NULL; s = next) {
 		next = session_list_next(s);

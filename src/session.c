@@ -508,6 +508,10 @@ void session_accept(struct server *r, int fd, const struct sockaddr *peer,
 	lim.max_message_bytes = r->conf->message_size_limit;
 	lim.max_rcpt = r->conf->recipient_limit;
 	lim.max_errors = r->conf->smtpd_error_limit;
+	/* Unlabelled 8-bit text is everyday mail (Postfix takes it too) and
+	 * cannot split or join messages; every smuggling-relevant strictness
+	 * (bare CR/LF) stays on. */
+	lim.lenient_8bit = true;
 	smtp_server_init(&s->srv, &lim);
 
 	s->next = r->sessions;

@@ -57,6 +57,7 @@ struct server {
 	struct session *starved;        /* sessions waiting for a receive buffer */
 	uint64_t next_session_id;
 	int64_t stop_deadline_ms;
+	int64_t next_sweep_ms;          /* next spool_shard_sweep */
 	char anchor[16] __attribute__((aligned(16)));
 };
 

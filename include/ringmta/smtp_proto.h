@@ -265,7 +265,7 @@ bool smtp_proto_utf8_valid(const uint8_t *p, size_t len);
 	X(USER_UNKNOWN,      550, "5.1.1",  "Recipient address rejected: user unknown") \
 	X(SENDER_REJECTED,   553, "5.7.1",  "Sender address rejected") \
 	X(NEED_SMTPUTF8,     553, "5.6.7",  "Non-ASCII address requires SMTPUTF8") \
-	X(BAD_LINE_END,      550, "5.6.11", "Bare <CR> or <LF> in message is not allowed") \
+	X(BAD_LINE_END,      550, "5.6.0", "Bare <CR> or <LF> in message is not allowed") \
 	X(DATA_LINE_TOO_LONG,550, "5.6.0",  "Message line too long") \
 	X(EIGHTBIT,          550, "5.6.0",  "8-bit data requires BODY=8BITMIME") \
 	X(MSG_TOO_BIG,       552, "5.3.4",  "Message size exceeds fixed limit") \

@@ -42,7 +42,7 @@
  *
  * Strictness (RFC 5321 2.3.8, SMTP smuggling): a line ends with CRLF only.
  * A bare CR or LF never ends a command or the data; in DATA the message is
- * rejected (550 5.6.11) but the stream is read on to the real CRLF.CRLF, so
+ * rejected (550 5.6.0) but the stream is read on to the real CRLF.CRLF, so
  * one DATA can never yield two messages. Leniencies are named flags in
  * struct smtp_server_limits, all off by default.
  *
@@ -134,8 +134,8 @@ enum smtp_server_ev_kind {
 /* enum smtp_server_abort - why a DATA_ABORT happened. */
 enum smtp_server_abort {
 	SMTP_SERVER_ABORT_NONE = 0,
-	SMTP_SERVER_ABORT_BARE_LF,      /* bare LF in the message (reply 550 5.6.11 at its end) */
-	SMTP_SERVER_ABORT_BARE_CR,      /* bare CR in the message (reply 550 5.6.11) */
+	SMTP_SERVER_ABORT_BARE_LF,      /* bare LF in the message (reply 550 5.6.0 at its end) */
+	SMTP_SERVER_ABORT_BARE_CR,      /* bare CR in the message (reply 550 5.6.0) */
 	SMTP_SERVER_ABORT_LINE_TOO_LONG,/* a data line > max_line_bytes (550 5.6.0) */
 	SMTP_SERVER_ABORT_TOO_BIG,      /* > max_message_bytes (552 5.3.4) */
 	SMTP_SERVER_ABORT_8BIT,         /* 8-bit data in a 7BIT message (550 5.6.0) */

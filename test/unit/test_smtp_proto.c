@@ -338,7 +338,7 @@ static void test_reply(void)
 		{ "RFC2034-3 greeting has no code", SMTP_REPLY_GREETING, "mx.example", false, "220 mx.example ESMTP ringmta\r\n" },
 		{ "continuation", SMTP_REPLY_HELO_OK, "mx", true, "250-mx\r\n" },
 		{ "354 has no code", SMTP_REPLY_DATA_GO, NULL, false, "354 End data with <CR><LF>.<CR><LF>\r\n" },
-		{ "bare line end", SMTP_REPLY_BAD_LINE_END, NULL, false, "550 5.6.11 Bare <CR> or <LF> in message is not allowed\r\n" },
+		{ "bare line end", SMTP_REPLY_BAD_LINE_END, NULL, false, "550 5.6.0 Bare <CR> or <LF> in message is not allowed\r\n" },
 	};
 	char out[SMTP_PROTO_REPLY_LINE_MAX];
 	size_t i;
