@@ -263,6 +263,9 @@ static void *reactor_main(void *arg)
 		return NULL;
 	}
 	r->ring_ok = true;
+	/* A registered ring fd spares io_uring_enter the fd lookup on every
+	 * call; kernels without it (< 5.18) just keep the slower path. */
+	(void)io_uring_register_ring_fd(&r->ring);
 	rc = setup_bufs(r);
 	if (rc < 0) {
 		log_msg(LOG_LVL_FATAL, "r%u reactor: provided buffer ring: %s (ringmta needs "
