@@ -21,7 +21,7 @@ ROOT=$(pwd)
 
 PKGS="build-essential pkg-config meson ninja-build git liburing-dev libwolfssl-dev
       libudns-dev liblmdb-dev lmdb-utils python3 python3-pytest swaks postfix
-      clang libclang-rt-14-dev iproute2 procps psmisc"
+      clang libclang-rt-14-dev iproute2 procps psmisc unbound"
 
 say() { printf '==> %s\n' "$*" >&2; }
 
@@ -42,6 +42,11 @@ install_deps() {
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	# unbound is only a test peer (tests run private instances on loopback
+	# ports): do not leave the package's system resolver service running.
+	case " ${missing[*]} " in *" unbound "*)
+		systemctl disable --now unbound >/dev/null 2>&1 || true ;;
+	esac
 }
 
 ensure_user() {
