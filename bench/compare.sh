@@ -357,12 +357,18 @@ opensmtpd_start() {
 	local d=$work/opensmtpd relay_to=127.0.0.1:9
 	[ "$1" = relay ] && relay_to=127.0.0.1:$sink_port
 	rm -rf "$d" /var/spool/smtpd; mkdir -p "$d"
+	# max-mails: the default 100 messages per session would refuse every
+	# later MAIL on a reused connection (452 4.5.3); Postfix has no such limit
 	cat >"$d/smtpd.conf" <<EOF
+smtp limit max-mails 1000000
 listen on 127.0.0.1 port ${port[opensmtpd]} hostname opensmtpd-bench.test
 action "out" relay host smtp://$relay_to
 match from local for any action "out"
 EOF
-	"$OPENSMTPD_DIR/usr/sbin/smtpd" -d -f "$d/smtpd.conf" >>"$work/opensmtpd.log" 2>&1 &
+	# ASR_CONFIG: resolve from /etc/hosts only; each client's reverse
+	# lookup otherwise waits for DNS, 5 s per connection without a resolver
+	ASR_CONFIG="lookup file" "$OPENSMTPD_DIR/usr/sbin/smtpd" -d -f "$d/smtpd.conf" \
+		>>"$work/opensmtpd.log" 2>&1 &
 	pid[opensmtpd]=$!
 	wait_banner "${port[opensmtpd]}" 15 || die "opensmtpd did not start: $(tail -5 "$work/opensmtpd.log")"
 	# accept-only: queued (written and fsynced before the 250) and held:
@@ -582,7 +588,7 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 [ "$quick" = 1 ] && stamp="quick-$stamp"
 base=$out/compare-$stamp
-"$PY" - "$runs" "$base" "$systems" "$load_before" "$load_after" "$quick" "$reps" \
+PLOT_DAT=$work/plot.dat "$PY" - "$runs" "$base" "$systems" "$load_before" "$load_after" "$quick" "$reps" \
 	"$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')" "$RINGMTA_BIN" <<'EOF'
 import json, os, platform, statistics, subprocess, sys
 runs, base, systems, lb, la, quick, reps, rev, rbin = sys.argv[1:]
@@ -650,7 +656,7 @@ with open(base + ".json", "w") as f:
     json.dump({"machine": machine, "versions": versions, "durability": {s: durable.get(s) for s in systems},
                "quick": quick == "1", "reps": int(reps), "runs": rows,
                "medians": [dict(scenario=k[0], system=k[1], **v) for k, v in med.items()]}, f, indent=1)
-with open(base + ".dat", "w") as f:
+with open(os.environ["PLOT_DAT"], "w") as f:
     f.write("scenario " + " ".join(systems) + "\n")
     for sc in scen:
         f.write(sc + " " + " ".join(str(med.get((sc, s), {}).get("msgs_per_s", 0) if med.get((sc, s), {}).get("status") == "ok" else 0)
@@ -670,7 +676,7 @@ set logscale y
 set ylabel "messages/s (log)"
 set key top right
 set grid ytics
-plot for [i=2:$((n_sys + 1))] "$base.dat" using i:xtic(1) title columnheader(i)
+plot for [i=2:$((n_sys + 1))] "$work/plot.dat" using i:xtic(1) title columnheader(i)
 EOF
 fi
 log "results: $base.md $base.json $([ -f "$base.png" ] && echo "$base.png")"
