@@ -92,7 +92,7 @@ rm_start() {
 	"$RINGMTA_BIN" -o "listen=127.0.0.1:$rm_port" -o "spool_dir=$work/rm-spool" \
 		-o durability=batch -o "user=$user" \
 		-o "max_connections=$((idle + 500))" -o "max_connections_per_ip=$((idle + 500))" \
-		2>>"$work/ringmta.log" &
+		</dev/null >>"$work/ringmta.log" 2>&1 &
 	rm_pid=$!
 	for _ in $(seq 100); do
 		if python3 - "$rm_port" <<'EOF' 2>/dev/null; then return 0; fi
@@ -129,7 +129,9 @@ prepare() {
 port_of() { if [ "$1" = ringmta ]; then echo "$rm_port"; else echo "$pf_port"; fi; }
 count_of() { if [ "$1" = ringmta ]; then rm_count; else pf_count; fi; }
 
-# run_load SYSTEM MODE - one timed smtp-source run; prints messages/s
+# run_load SYSTEM MODE - one timed smtp-source run; sets result (messages/s
+# or "fail"). Not for $(...): prepare starts daemons, which must belong to
+# this shell (rm_pid) and must not hold a command substitution's pipe open.
 run_load() {
 	local sys=$1 mode=$2 port t0 t1 n flag=""
 	port=$(port_of "$sys")
@@ -140,17 +142,17 @@ run_load() {
 		-f bench@test.invalid -t sink@example.com -M bench.test.invalid \
 		"127.0.0.1:$port" >"$work/source.out" 2>&1; then
 		log "$sys $mode: smtp-source failed: $(tail -3 "$work/source.out")"
-		echo "fail"
+		result=fail
 		return
 	fi
 	t1=$(date +%s.%N)
 	n=$(count_of "$sys")
 	if [ "$n" != "$msgs" ]; then
 		log "$sys $mode: queued $n messages, want $msgs -- run discarded"
-		echo "fail"
+		result=fail
 		return
 	fi
-	python3 -c "print(f'{$msgs / ($t1 - $t0):.0f}')"
+	result=$(python3 -c "print(f'{$msgs / ($t1 - $t0):.0f}')")
 }
 
 median() { python3 -c 'import statistics,sys; v=[float(x) for x in sys.argv[1:] if x!="fail"]; print(f"{statistics.median(v):.0f}" if v else "n/a")' "$@"; }
@@ -184,9 +186,9 @@ for rep in $(seq "$reps"); do
 	if [ $((rep % 2)) = 0 ]; then order=$(echo "$systems" | tr ' ' '\n' | tac | tr '\n' ' '); fi
 	for mode in reuse noreuse; do
 		for sys in $order; do
-			r=$(run_load "$sys" "$mode")
-			runs[$sys.$mode]="${runs[$sys.$mode]:-} $r"
-			echo "run rep=$rep system=$sys mode=$mode msgs_per_s=$r"
+			run_load "$sys" "$mode"
+			runs[$sys.$mode]="${runs[$sys.$mode]:-} $result"
+			echo "run rep=$rep system=$sys mode=$mode msgs_per_s=$result"
 		done
 	done
 done
