@@ -167,7 +167,7 @@ cc -O2 -o "$work/eodlat" "$here/lib/eodlat.c" || die "cannot build bench/lib/eod
 case " $systems " in *" postfix "*) pf start ;; esac
 case " $systems " in *" ringmta "*) rm_start ;; esac
 
-log "ringmta-bench inbound: $(date -u +%FT%TZ) host=$(hostname) cpus=$(nproc) kernel=$(uname -r)"
+log "ringmta-bench inbound: $(date -u +%FT%TZ) host=$(hostname) cpus=$(nproc) kernel=$(uname -r) loadavg=$(cut -d' ' -f1-3 /proc/loadavg)"
 log "work dir $work on $(df -T "$work" | awk 'NR==2 {print $2" "$1}')"
 log "ringmta $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?') bin=$RINGMTA_BIN; postfix $(postconf -h mail_version 2>/dev/null)"
 log "load: smtp-source -s $sessions -m $msgs -l $size [-d]; reps=$reps; systems: $systems"
@@ -234,6 +234,7 @@ for sys in $systems; do
 done
 
 # --- report -------------------------------------------------------------------
+log "done $(date -u +%FT%TZ) loadavg=$(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews absolute numbers)"
 echo
 echo "### Inbound accepts-only benchmark ($(date -u +%F), $(nproc) CPUs, smtp-source -s $sessions -m $msgs -l $size)"
 echo
