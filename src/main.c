@@ -149,6 +149,11 @@ static int serve(const struct conf *c)
 	so.n_shards = n;
 	so.uid = is_root ? (int)uid : -1;
 	so.gid = is_root ? (int)gid : -1;
+	/* Opened while still root: the spool keeps directory fds and works
+	 * with *at() calls, so it stays usable after the drop even where the
+	 * run-time user could not traverse the path (a checkout in /root).
+	 * The cost: a recovery scan after a crash parses segment records as
+	 * root (CRC-checked records with capped lengths). */
 	if (spool_open(&sp, &so, &err) < 0) {
 		log_msg(LOG_LVL_FATAL, "%s", err.msg);
 		return 1;
@@ -185,6 +190,13 @@ static int serve(const struct conf *c)
 	for (unsigned i = 0; i < n; i++) {
 		if (reactor_start(&rs[i].r, &err) < 0) {
 			log_msg(LOG_LVL_FATAL, "%s", err.msg);
+			for (unsigned j = 0; j < i; j++)
+				reactor_stop(&rs[j].r);
+			for (unsigned j = 0; j < i; j++)
+				reactor_join(&rs[j].r);
+			for (unsigned j = 0; j < n; j++)
+				server_fini(&rs[j]);
+			spool_close(sp);
 			return 1;
 		}
 	}

@@ -77,6 +77,7 @@ static pthread_mutex_t conn_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct conn_slot *conn_tab;
 static size_t conn_cap;
 static unsigned conn_total;
+static size_t conn_tombs;     /* used slots with n == 0 */
 
 int net_conn_table_init(unsigned max_conns)
 {
@@ -128,9 +129,32 @@ static struct conn_slot *conn_find(const uint8_t ip[16], bool insert)
 	}
 	if (!insert || free_slot == NULL)
 		return NULL;
+	if (free_slot->used)
+		conn_tombs--;
 	memcpy(free_slot->ip, ip, 16);
 	free_slot->used = true;
 	return free_slot;
+}
+
+/*
+ * conn_rehash - drop the tombstones: without this, once every slot has
+ * been used, each lookup of a new client address probes the whole table
+ * under the mutex (a public MX sees that many addresses within days).
+ * O(conn_cap), run when a quarter of the table is tombstones: amortised.
+ */
+static void conn_rehash(void)
+{
+	struct conn_slot *old = conn_tab, *fresh = calloc(conn_cap, sizeof(*fresh));
+
+	if (fresh == NULL)
+		return;         /* slower lookups, still correct */
+	conn_tab = fresh;
+	conn_tombs = 0;
+	for (size_t i = 0; i < conn_cap; i++) {
+		if (old[i].n > 0)
+			conn_find(old[i].ip, true)->n = old[i].n;
+	}
+	free(old);
 }
 
 int net_conn_acquire(const struct sockaddr *sa, unsigned max_total,
@@ -167,6 +191,8 @@ void net_conn_release(const struct sockaddr *sa)
 	if (s != NULL && s->n > 0) {
 		s->n--;
 		conn_total--;
+		if (s->n == 0 && ++conn_tombs > conn_cap / 4)
+			conn_rehash();
 	}
 	pthread_mutex_unlock(&conn_mu);
 }

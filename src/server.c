@@ -49,16 +49,24 @@ static void on_accept(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 			close(fd);
 		else
 			session_accept(sv, fd, (struct sockaddr *)&ss, sl);
-	} else if (fd != -ECANCELED && fd != -EAGAIN && fd != -ECONNABORTED) {
-		log_warn("r%u server: accept: %s", r->id, strerror(-fd));
+	} else if (fd != -ECANCELED && fd != -EAGAIN && fd != -ECONNABORTED && fd != -EINTR) {
+		/* Out of fds or memory: the connection stays in the backlog,
+		 * so re-arming now would fail again at once and spin. Pause
+		 * the listener; the next tick re-arms it. */
+		if (!l->is_paused)
+			log_warn("r%u server: accept: %s; pausing the listener for a tick",
+				 r->id, strerror(-fd));
+		l->is_paused = true;
 	}
 	if (l->is_armed)
 		return;
-	if (!r->is_stopping) {
+	if (r->is_stopping) {
+		if (l->fd >= 0) {
+			close(l->fd);
+			l->fd = -1;
+		}
+	} else if (!l->is_paused) {
 		arm_accept(sv, l);
-	} else if (l->fd >= 0) {
-		close(l->fd);
-		l->fd = -1;
 	}
 }
 
@@ -149,8 +157,13 @@ static bool is_done(struct reactor *r)
 {
 	struct server *sv = server_of(r);
 
+	for (unsigned i = 0; i < sv->n_listeners; i++)
+		if (sv->listeners[i].fd >= 0)
+			return false;   /* its accept's cancel has not completed */
 	return sv->n_sessions == 0 && !sv->is_fsync_inflight;
 }
+
+static void buf_free(struct reactor *r);
 
 /* SERVER_SWEEP_MS - how often dead segment files are reclaimed. */
 #define SERVER_SWEEP_MS 60000
@@ -168,6 +181,17 @@ static void tick(struct reactor *r)
 			log_warn("r%u %s", r->id, err.msg);
 	}
 
+	for (unsigned i = 0; i < sv->n_listeners && !r->is_stopping; i++) {
+		struct server_listener *l = &sv->listeners[i];
+		if (l->is_paused && !l->is_armed && l->fd >= 0) {
+			l->is_paused = false;
+			arm_accept(sv, l);
+		}
+	}
+	/* Safety net for parked sessions: a buffer freed in the same batch
+	 * as their -ENOBUFS completion woke nobody. */
+	while (sv->starved != NULL)
+		buf_free(r);
 	for (s = sv->sessions; s != NULL; s = next) {
 		next = session_list_next(s);
 		if (cut)
@@ -244,6 +268,7 @@ int server_init(struct server *sv, unsigned id, const struct conf *conf,
 		sv->listeners[i].fd = listen_fds[i];
 		sv->listeners[i].role = roles[i];
 		sv->listeners[i].is_armed = false;
+		sv->listeners[i].is_paused = false;
 	}
 	sv->n_listeners = n_listen;
 	return spool_shard_open(sp, id, &sv->shard, err);
@@ -251,6 +276,12 @@ int server_init(struct server *sv, unsigned id, const struct conf *conf,
 
 void server_fini(struct server *sv)
 {
+	/* A reactor that failed before its loop never ran finish(). */
+	spool_shard_close(sv->shard);
+	sv->shard = NULL;
+	for (unsigned i = 0; i < sv->n_listeners; i++)
+		if (sv->listeners[i].fd >= 0)
+			close(sv->listeners[i].fd);
 	free(sv->listeners);
 	sv->listeners = NULL;
 }

@@ -41,6 +41,10 @@
 #include "ringmta/smtp_server.h"
 #include "ringmta/spool.h"
 
+/* SESSION_DRAIN_READS - at most 64 KiB of unread input is read off before
+ * a close (see close_now). */
+#define SESSION_DRAIN_READS 16
+
 /* struct rcpt_ref - one accepted recipient; offsets into session.strs. */
 struct rcpt_ref {
 	uint32_t addr_off;
@@ -64,7 +68,8 @@ struct session {
 	bool is_mynetworks;
 	bool is_counted;                /* holds a net_conn_acquire() slot */
 	int in_bid;                     /* provided buffer being fed, or -1 */
-	uint32_t in_off, in_len;
+	uint8_t *stash;                 /* or leftover input copied out of it */
+	uint32_t in_off, in_len;        /* unfed bytes of either */
 	struct spool_msg *msg;
 	int msg_err;                    /* sticky spool error of msg */
 	const char *helo;
@@ -132,10 +137,13 @@ static void flush(struct session *s)
 
 static void release_input(struct session *s)
 {
+	s->in_len = 0;
+	s->in_off = 0;
+	free(s->stash);
+	s->stash = NULL;
 	if (s->in_bid >= 0) {
 		int bid = s->in_bid;
 		s->in_bid = -1;
-		s->in_len = 0;
 		reactor_buf_put(&s->sv->r, (unsigned)bid);
 	}
 }
@@ -173,6 +181,14 @@ static void close_now(struct session *s)
 		if (*pp == s)
 			*pp = s->starved_next;
 		s->is_starved = false;
+	}
+	/* Unread input at close(2) makes the kernel send a reset, which can
+	 * destroy our last replies (say a 250 the client then never sees,
+	 * so it sends the message again). Read off what is queued first. */
+	for (unsigned i = 0; i < SESSION_DRAIN_READS; i++) {
+		uint8_t sink[4096];
+		if (recv(s->fd, sink, sizeof(sink), MSG_DONTWAIT) <= 0)
+			break;
 	}
 	/* Make an in-flight receive or send complete at once. */
 	shutdown(s->fd, SHUT_RDWR);
@@ -232,9 +248,16 @@ static enum smtp_reply_id on_rcpt(struct session *s, const struct smtp_server_ev
 	size_t dlen;
 	struct rcpt_ref *rr;
 
-	if (!s->is_mynetworks) {
+	if (!s->is_mynetworks && !ev->path->is_postmaster) {
+		/* RFC 5321 4.5.1: <postmaster> is always accepted. Otherwise only
+		 * relay_domains, and without routing of its own in the local part
+		 * ("a%b@", "b!a@", "\"a@b\"@"), which a host behind us might
+		 * honour (Postfix's allow_untrusted_routing = no). */
 		dom = domain_of(ev->path, &dlen);
-		if (dom == NULL || !conf_relay_domain_match(s->sv->conf, dom, dlen)) {
+		if (dom == NULL || !conf_relay_domain_match(s->sv->conf, dom, dlen) ||
+		    memchr(ev->path->addr, '%', ev->path->local_len) != NULL ||
+		    memchr(ev->path->addr, '!', ev->path->local_len) != NULL ||
+		    memchr(ev->path->addr, '@', ev->path->local_len) != NULL) {
 			char a[128];
 			log_info("r%u s=%016llx smtp_server: reject client=%s reason=relay_denied rcpt=\"%s\"",
 				 s->sv->r.id, (unsigned long long)s->id, s->peer_str,
@@ -358,10 +381,14 @@ void session_commit_done(void *owner, const char *queue_id, int status)
 
 	s->awaiting_commit = false;
 	if (status == 0) {
+		char from[SMTP_PROTO_PATH_MAX * 4 + 1] = "";
 		s->n_msgs++;
-		log_info("r%u s=%016llx q=%s smtp_server: accepted client=%s from=<%s> nrcpt=%zu",
+		if (s->mail_path != NULL)
+			rm_printable(from, sizeof(from), s->mail_path->addr, s->mail_path->len,
+				     SMTP_PROTO_PATH_MAX);
+		log_info("r%u s=%016llx q=%s smtp_server: accepted client=%s from=\"<%s>\" nrcpt=%zu",
 			 s->sv->r.id, (unsigned long long)s->id, queue_id, s->peer_str,
-			 s->mail_path ? s->mail_path->addr : "", s->n_rcpts);
+			 from, s->n_rcpts);
 	} else {
 		log_warn("r%u s=%016llx q=%s smtp_server: commit failed: %s", s->sv->r.id,
 			 (unsigned long long)s->id, queue_id, spool_strerror(status));
@@ -433,6 +460,36 @@ static void handle(struct session *s, const struct smtp_server_ev *ev)
 	}
 }
 
+/* input - the unfed bytes we hold: in a provided buffer, or in the stash. */
+static const uint8_t *input(struct session *s)
+{
+	if (s->in_bid >= 0)
+		return reactor_buf(&s->sv->r, (unsigned)s->in_bid) + s->in_off;
+	return s->stash + s->in_off;
+}
+
+/*
+ * stash_input - the state machine stalled (waiting for the peer to read,
+ * or for a commit) with input left over: copy it out and give the receive
+ * buffer back, so clients that never read cannot pin the reactor's
+ * buffers and starve everyone else. Bounded: one receive's worth.
+ */
+static void stash_input(struct session *s)
+{
+	uint8_t *p;
+
+	if (s->in_bid < 0 || s->in_len == 0)
+		return;
+	p = malloc(s->in_len);
+	if (p == NULL)
+		return;         /* keep the buffer: correct, only less fair */
+	memcpy(p, input(s), s->in_len);
+	reactor_buf_put(&s->sv->r, (unsigned)s->in_bid);
+	s->in_bid = -1;
+	s->stash = p;
+	s->in_off = 0;
+}
+
 /* pump - feed what we hold and carry out events until the machine stalls. */
 static void pump(struct session *s)
 {
@@ -440,9 +497,8 @@ static void pump(struct session *s)
 	unsigned idle_spins = 0;
 
 	while (!s->is_closing) {
-		if (s->in_bid >= 0) {
-			size_t n = smtp_server_feed(&s->srv, reactor_buf(&s->sv->r, (unsigned)s->in_bid) +
-						    s->in_off, s->in_len);
+		if (s->in_len > 0) {
+			size_t n = smtp_server_feed(&s->srv, input(s), s->in_len);
 			s->in_off += (uint32_t)n;
 			s->in_len -= (uint32_t)n;
 			if (s->in_len == 0)
@@ -451,15 +507,18 @@ static void pump(struct session *s)
 		}
 		switch (smtp_server_next(&s->srv, &ev)) {
 		case SMTP_SERVER_EV_NEED_MORE:
-			if (s->in_bid >= 0 && idle_spins < 2)
+			/* NEED_MORE means all fed input was consumed, so the
+			 * next feed takes something; twice nothing is our bug. */
+			if (s->in_len > 0 && idle_spins < 2)
 				continue;
-			if (s->in_bid >= 0)
+			if (s->in_len > 0)
 				rm_panic("session: smtp_server takes no input but wants more");
 			flush(s);
 			arm_recv(s);
 			return;
 		case SMTP_SERVER_EV_WAIT:
 		case SMTP_SERVER_EV_FLUSH:
+			stash_input(s);
 			flush(s);
 			return;
 		case SMTP_SERVER_EV_CLOSE:
@@ -469,6 +528,7 @@ static void pump(struct session *s)
 				close_now(s);
 			return;
 		default:
+			idle_spins = 0;
 			handle(s, &ev);
 			break;
 		}
@@ -539,9 +599,12 @@ void session_on_recv(struct session *s, int res, unsigned cqe_flags)
 {
 	s->inflight--;
 	s->recv_armed = false;
+	if ((cqe_flags & IORING_CQE_F_BUFFER) && (res <= 0 || s->is_closing)) {
+		/* A buffer comes back with any result that carries one. */
+		reactor_buf_put(&s->sv->r, cqe_flags >> IORING_CQE_BUFFER_SHIFT);
+		cqe_flags &= ~(unsigned)IORING_CQE_F_BUFFER;
+	}
 	if (s->is_closing) {
-		if (res > 0 && (cqe_flags & IORING_CQE_F_BUFFER))
-			reactor_buf_put(&s->sv->r, cqe_flags >> IORING_CQE_BUFFER_SHIFT);
 		finish(s);
 		return;
 	}

@@ -42,6 +42,7 @@ struct server_listener {
 	int fd;
 	enum conf_listen_role role;
 	bool is_armed;
+	bool is_paused;   /* accept failed (EMFILE...): re-armed at the tick */
 } __attribute__((aligned(16)));
 
 struct server {
