@@ -100,7 +100,7 @@ pytest_run() {   # pytest_run BIN : the integration suite against one binary
 fuzz_all() {
 	local secs=${FUZZ_SECONDS:-30} f name corpus rc=0
 	for f in build-fuzz/test/fuzz_*; do
-		[ -x "$f" ] || continue
+		[ -f "$f" ] && [ -x "$f" ] || continue
 		name=${f##*/fuzz_}
 		corpus=test/fuzz/corpus/$name
 		mkdir -p "build-fuzz/corpus/$name"
