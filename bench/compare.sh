@@ -381,7 +381,9 @@ opensmtpd_root() { echo "${pid[opensmtpd]}"; }
 cleanup() {
 	for s in $systems; do "${s}_stop" >/dev/null 2>&1 || true; done
 	stop_pid "$sink_pid"
-	if [ "$keep" = 1 ]; then log "kept $work"; else rm -rf "$work/postfix" "$work/rm-spool" "$work/haraka" "$work/opensmtpd"; fi
+	# the work dir goes (its results too, for --quick without --out): runs
+	# in CI must not pile up under /var/tmp
+	if [ "$keep" = 1 ]; then log "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -679,7 +681,7 @@ set grid ytics
 plot for [i=2:$((n_sys + 1))] "$work/plot.dat" using i:xtic(1) title columnheader(i)
 EOF
 fi
-log "results: $base.md $base.json $([ -f "$base.png" ] && echo "$base.png")"
+log "results: $base.md $base.json $([ -f "$base.png" ] && echo "$base.png")$([ "$keep" = 0 ] && [ "${out#"$work"}" != "$out" ] && echo " (removed at exit: --keep or --out DIR keeps them)")"
 if [ "$quick" = 1 ] && grep -v '"status": "\(ok\|n/a\)"' "$runs" | grep -q .; then
 	log "quick: some runs failed: $(grep -v '"status": "\(ok\|n/a\)"' "$runs" | head -3)"
 	exit 4
