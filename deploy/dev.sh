@@ -21,7 +21,7 @@ ROOT=$(pwd)
 
 PKGS="build-essential pkg-config meson ninja-build git liburing-dev libwolfssl-dev
       libudns-dev liblmdb-dev lmdb-utils python3 python3-pytest swaks postfix
-      clang libclang-rt-14-dev iproute2 procps psmisc unbound"
+      clang libclang-rt-14-dev iproute2 procps psmisc unbound gnuplot-nox"
 
 say() { printf '==> %s\n' "$*" >&2; }
 
@@ -134,6 +134,10 @@ test)
 	step "build (-Werror)" build
 	step "unit tests" meson test -C build --suite unit --print-errorlogs
 	step "integration tests" pytest_run build/ringmta
+	if [ "$(id -u)" -eq 0 ]; then
+		step "benchmark harness (compare.sh --quick)" \
+			bench/compare.sh --quick --systems "ringmta postfix"
+	fi
 	step "build (ASan+UBSan)" build_asan
 	step "unit tests (ASan+UBSan)" meson test -C build-asan --suite unit --print-errorlogs
 	export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
