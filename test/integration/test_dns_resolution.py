@@ -171,14 +171,26 @@ def dns_server(tmp_path_factory):
         pytest.skip("unbound is not installed (apt-get install unbound)")
     if not os.access(PROBE, os.X_OK):
         pytest.fail(f"dns_probe not found at {PROBE}: build it (ninja) or set RINGMTA_DNS_PROBE")
-    workdir = tmp_path_factory.mktemp("unbound")
-    refuser = Unbound(workdir, "refuser", "refuse")
-    forward = (f'forward-zone:\n  name: "fail.example."\n'
-               f'  forward-addr: 127.0.0.1@{refuser.port}\n')
-    server = Unbound(workdir, "zones", "allow", zone=ZONE, forward=forward)
-    try:
+    # A port free for UDP may still be taken for TCP (unbound binds both),
+    # e.g. as the ephemeral port of some client's connection: start again
+    # on new ports when unbound cannot bind.
+    for attempt in range(5):
+        workdir = tmp_path_factory.mktemp("unbound")
+        refuser = Unbound(workdir, "refuser", "refuse")
+        forward = (f'forward-zone:\n  name: "fail.example."\n'
+                   f'  forward-addr: 127.0.0.1@{refuser.port}\n')
+        server = Unbound(workdir, "zones", "allow", zone=ZONE, forward=forward)
         refuser.start()
         server.start()
+        time.sleep(0.2)
+        busy = [u for u in (refuser, server) if u.proc.poll() is not None
+                and "Address already in use" in u.log.read_text()]
+        if busy and attempt < 4:
+            server.stop()
+            refuser.stop()
+            continue
+        break
+    try:
         refuser.wait_ready("anything.example")
         server.wait_ready("multi.test")
         yield server.port
