@@ -12,6 +12,12 @@ Interface:
                          (underscores kept, e.g. smtpd_timeout="2s").
                          Returns a Daemon; all are stopped at teardown, and
                          sanitizer reports in their logs fail the test.
+                         Outbound delivery is off (`delivery=no`) unless the
+                         test passes delivery="yes": tests of the inbound
+                         side must never send mail anywhere. The key is
+                         only added when the binary knows it.
+    has_config(bin, k=v) whether `ringmta --check-config -o k=v` accepts it
+                         (feature probe, cached per binary and setting).
     daemon               a daemon with default options.
     Smtp                 raw-socket SMTP client (exact bytes, reply parsing).
     send_ok(daemon)      one normal smtplib transaction; returns the queue id.
@@ -50,6 +56,10 @@ REPLY_RE = re.compile(rb"^(\d{3})([ -]?)(.*)$")
 # Enhanced status code (RFC 3463 2): class.subject.detail
 ESC_RE = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s|$)")
 QUEUED_RE = re.compile(r"queued as (\S+)")
+# The delivery test peers (smtp-sink, script sink, Postfix, Dovecot, unbound)
+# and their fixtures.
+pytest_plugins = ["peers"]
+
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
                    "runtime error:", "WARNING: ThreadSanitizer",
                    "ERROR: UndefinedBehaviorSanitizer")
@@ -103,6 +113,29 @@ def check_esc(code, text):
     assert m.group(1) == str(code)[0], \
         f"reply {code} {text!r}: got ESC class {m.group(1)}, want {str(code)[0]}"
     return f"{m.group(1)}.{m.group(2)}.{m.group(3)}"
+
+
+_CONFIG_PROBES = {}
+
+
+def has_config(binary, *settings):
+    """has_config - whether `binary --check-config -o k=v ...` exits 0 (cached).
+
+    The feature probe for keys that newer binaries add (e.g. delivery):
+    an unknown key or value makes --check-config exit 1.
+    """
+    key = (binary, settings)
+    if key not in _CONFIG_PROBES:
+        av = [binary, "--check-config"]
+        for kv in settings:
+            av += ["-o", kv]
+        try:
+            r = subprocess.run(av, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               timeout=CLI_TIMEOUT_S)
+            _CONFIG_PROBES[key] = r.returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            _CONFIG_PROBES[key] = False
+    return _CONFIG_PROBES[key]
 
 
 def parse_kv(line):
@@ -466,6 +499,10 @@ def make_daemon(request, ringmta_bin):
         if user:
             pw = pwd.getpwnam(user)
             os.chown(spool, pw.pw_uid, pw.pw_gid)
+        # Inbound tests must not start delivering (issue 4): delivery=no
+        # unless asked for, once the binary has the key.
+        if "delivery" not in opts and has_config(ringmta_bin, "delivery=no"):
+            opts = {"delivery": "no", **opts}
         d = Daemon(ringmta_bin, spool, free_port(), opts, conf_file=conf_file,
                    log_path=os.path.join(top, "ringmta.log"))
         made.append(d)
