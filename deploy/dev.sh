@@ -21,7 +21,8 @@ ROOT=$(pwd)
 
 PKGS="build-essential pkg-config meson ninja-build git liburing-dev libwolfssl-dev
       libudns-dev liblmdb-dev lmdb-utils python3 python3-pytest swaks postfix
-      clang libclang-rt-14-dev iproute2 procps psmisc unbound gnuplot-nox"
+      clang libclang-rt-14-dev iproute2 procps psmisc unbound gnuplot-nox
+      dovecot-core dovecot-lmtpd"
 
 say() { printf '==> %s\n' "$*" >&2; }
 
@@ -46,6 +47,11 @@ install_deps() {
 	# ports): do not leave the package's system resolver service running.
 	case " ${missing[*]} " in *" unbound "*)
 		systemctl disable --now unbound >/dev/null 2>&1 || true ;;
+	esac
+	# Dovecot is the LMTP next hop of the delivery tests (private instances,
+	# dovecot -F -c TMPCONF): the system IMAP/POP3/LMTP service stays off.
+	case " ${missing[*]} " in *" dovecot-core "*|*" dovecot-lmtpd "*)
+		systemctl disable --now dovecot dovecot.socket >/dev/null 2>&1 || true ;;
 	esac
 }
 
