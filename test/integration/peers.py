@@ -43,6 +43,7 @@ import pwd
 import re
 import shutil
 import signal
+import smtplib
 import socket
 import subprocess
 import tempfile
@@ -398,6 +399,8 @@ class ScriptSink:
 
     Keyword arguments (all optional):
       lmtp        speak LMTP (LHLO, one reply per accepted recipient after DATA)
+      unix_path   listen on this unix socket instead ("auto": one in a
+                  private temp dir, removed at cleanup)
       greeting    the greeting line ("421 4.3.2 busy" makes every session a
                   refusal: 421 then close); HANG: accept TCP and never answer
                   (a tarpit); CLOSE: close right after accept
@@ -411,8 +414,9 @@ class ScriptSink:
       extensions  EHLO keywords (default PIPELINING 8BITMIME
                   ENHANCEDSTATUSCODES SIZE)
     Records: txns (every transaction that reached end of data), conns
-    (connections accepted), closed (connections the client closed, with
-    the time), hangs (time a HANG began).
+    (connections accepted), max_active (most open at once), closed
+    (connections ended, with the time), hangs (time a HANG began),
+    commands (every command line, with its connection number).
     """
 
     def __init__(self, host="127.0.0.1", port=None, lmtp=False, unix_path=None,
@@ -421,6 +425,10 @@ class ScriptSink:
                  lmtp_eom=None, eom_delay=0.0,
                  extensions=("PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES", "SIZE 104857600")):
         self.host = host
+        self.dir = None
+        if unix_path == "auto":         # a socket in a private dir, removed at cleanup
+            self.dir = tmp_dir("ringmta-script-sink-")
+            unix_path = str(self.dir / "lmtp.sock")
         self.unix_path = unix_path
         self.port = None if unix_path else (port or free_port_on(host))
         self.lmtp = lmtp
@@ -434,6 +442,9 @@ class ScriptSink:
         self.lock = threading.Lock()
         self.txns = []
         self.conns = 0
+        self.active = 0
+        self.max_active = 0       # most connections open at the same time
+        self.in_eom_delay = 0     # transactions waiting out eom_delay now
         self.closed = []
         self.hangs = []
         self.commands = []        # (conn, line) of every command line
@@ -485,7 +496,8 @@ class ScriptSink:
             os.unlink(self.unix_path)
 
     def cleanup(self):
-        pass
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     @property
     def address(self):
@@ -531,6 +543,8 @@ class ScriptSink:
                 return
             with self.lock:
                 self.conns += 1
+                self.active += 1
+                self.max_active = max(self.max_active, self.active)
                 cid = self.conns
                 self.socks.add(s)
             t = threading.Thread(target=self._serve, args=(s, cid), daemon=True)
@@ -554,6 +568,7 @@ class ScriptSink:
         finally:
             with self.lock:
                 self.closed.append((cid, time.monotonic()))
+                self.active -= 1
                 self.socks.discard(s)
             try:
                 f.close()
@@ -640,9 +655,13 @@ class ScriptSink:
                     continue
                 txn.data = self._read_data(f)
                 if self.eom_delay:
+                    with self.lock:
+                        self.in_eom_delay += 1
                     end = time.monotonic() + self.eom_delay
                     while time.monotonic() < end and not self.stopping:
                         time.sleep(0.02)
+                    with self.lock:
+                        self.in_eom_delay -= 1
                     if self.stopping:
                         return
                 if self.lmtp:
@@ -1157,7 +1176,10 @@ class DnsZones:
         self.server.control("local_data", f"{name}. 300 IN MX 10 {mx_host}.")
 
     def reset_flaky(self, name):
-        self.server.control("local_zone_remove", f"{name}.")
+        """reset_flaky - name SERVFAILs again (no error if it was never healed)."""
+        ctl = need_bin("unbound-control", "unbound")
+        subprocess.run([ctl, "-c", str(self.server.conf), "local_zone_remove", f"{name}."],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10)
 
     def stop(self):
         for u in (self.server, self.refuser):
@@ -1166,6 +1188,114 @@ class DnsZones:
 
     def cleanup(self):
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# --- driving a delivering daemon -----------------------------------------------------
+
+@dataclass
+class Sent:
+    """Sent - one message accepted by the daemon: its token, bytes and queue id."""
+    token: str
+    msg: bytes
+    qid: str
+    rcpts: list
+    from_: str
+
+
+def deliver_message(token, from_="s@sender.test", to="r@example.test", body_lines=None):
+    """deliver_message - a message with every header a next hop could add if missing.
+
+    Date and Message-ID are present, so a Postfix next hop adds nothing but
+    its trace fields; X-Test-Token tells the copies apart.
+    """
+    body_lines = body_lines or [f"token {token}", ".a line that gets dot-stuffed",
+                                "last line"]
+    hdr = [f"From: <{from_ or 'mailer-daemon@sender.test'}>", f"To: <{to}>",
+           f"Subject: delivery {token}", "Date: Mon, 23 Nov 2026 12:00:00 +0000",
+           f"Message-ID: <{token}@sender.test>", f"X-Test-Token: {token}"]
+    return ("\r\n".join(hdr) + "\r\n\r\n" + "\r\n".join(body_lines) + "\r\n").encode()
+
+
+def send_mail(daemon, rcpts, from_="s@sender.test", token=None, msg=None, timeout=15):
+    """send_mail - one accepted transaction (every RCPT and DATA 250); returns Sent."""
+    token = token or f"tok{time.monotonic_ns()}"
+    rcpts = list(rcpts)
+    msg = msg if msg is not None else deliver_message(token, from_=from_, to=rcpts[0])
+    with smtplib.SMTP("127.0.0.1", daemon.port, timeout=timeout) as s:
+        s.ehlo("client.test")
+        code, resp = s.mail(from_)
+        assert code == 250, f"MAIL FROM:<{from_}>: got {code} {resp!r}, want 250"
+        for r in rcpts:
+            code, resp = s.rcpt(r)
+            assert code == 250, f"RCPT {r}: got {code} {resp!r}, want 250"
+        code, resp = s.data(msg)
+    text = resp.decode("utf-8", "replace")
+    assert code == 250, f"end of data: got {code} {text!r}, want 250"
+    m = re.search(r"queued as (\S+)", text)
+    assert m, f"end of data: got {text!r}, want 'queued as ID'"
+    return Sent(token=token, msg=msg, qid=m.group(1), rcpts=rcpts, from_=from_)
+
+
+def rcpt_reply(daemon, rcpt, from_="s@sender.test", timeout=15):
+    """rcpt_reply - (code, text) of RCPT TO:<rcpt> in a fresh session (then RSET/QUIT)."""
+    with smtplib.SMTP("127.0.0.1", daemon.port, timeout=timeout) as s:
+        s.ehlo("client.test")
+        code, resp = s.mail(from_)
+        assert code == 250, f"MAIL: got {code} {resp!r}"
+        code, resp = s.rcpt(rcpt)
+        s.rset()
+    return code, resp.decode("utf-8", "replace")
+
+
+def token_of(data):
+    """token_of - the X-Test-Token of a received message (bytes), or None."""
+    m = re.search(rb"(?im)^X-Test-Token: (\S+)", data)
+    return m.group(1).decode() if m else None
+
+
+def wait_queue_empty(daemon, timeout=20):
+    """wait_queue_empty - until `ringmta queue list` prints nothing."""
+    try:
+        wait_for(lambda: not daemon.queue_list(), timeout, "the queue to empty", interval=0.2)
+    except AssertionError as e:
+        raise AssertionError(f"{e}: still queued: {[m['_line'] for m in daemon.queue_list()]};"
+                             f" log tail:\n{daemon.log_tail(30)}")
+
+
+def write_map(lines, name="map"):
+    """write_map - a map file (transport_map, relay_recipients) readable by the daemon."""
+    d = tmp_dir("ringmta-map-")
+    f = d / name
+    f.write_text("".join(ln + "\n" for ln in lines))
+    os.chmod(f, 0o644)
+    return str(f)
+
+
+def parse_dsn(data):
+    """parse_dsn - a bounce as (message, report fields, per-recipient field dicts).
+
+    Checks the RFC 3464/6522 shape on the way: multipart/report with
+    report-type=delivery-status and a message/delivery-status part.
+    """
+    import email
+    import email.policy
+    msg = email.message_from_bytes(data, policy=email.policy.compat32)
+    assert msg.get_content_type() == "multipart/report", \
+        f"bounce: got Content-Type {msg.get_content_type()}, want multipart/report"
+    assert (msg.get_param("report-type") or "").lower() == "delivery-status", \
+        f"bounce: got report-type {msg.get_param('report-type')!r}, want delivery-status"
+    parts = msg.get_payload()
+    ds = [p for p in parts if p.get_content_type() == "message/delivery-status"]
+    assert ds, f"bounce: no message/delivery-status part in {[p.get_content_type() for p in parts]}"
+    # compat32 parses message/delivery-status as a list of header blocks
+    blocks = ds[0].get_payload()
+    if isinstance(blocks, str):
+        blocks = [email.message_from_string(b) for b in re.split(r"\r?\n\r?\n", blocks)
+                  if b.strip()]
+    fields = [{k.lower(): v for k, v in b.items()} for b in blocks]
+    assert len(fields) >= 2, f"bounce: got {len(fields)} DSN field blocks, want per-message + " \
+                             f"per-recipient"
+    return msg, fields[0], fields[1:]
 
 
 # --- fixtures -------------------------------------------------------------------
