@@ -204,12 +204,18 @@ def deliver_log(daemon):
 
 
 def wait_deliver(daemon, pred, timeout, what):
-    """wait_deliver - poll the delivery log until pred(records) is truthy."""
+    """wait_deliver - poll the delivery log until pred(records) is truthy; the records."""
+    box = {}
+
+    def check():
+        box["recs"] = deliver_log(daemon)
+        return pred(box["recs"])
     try:
-        return wait_for(lambda: pred(deliver_log(daemon)), timeout, what, interval=0.1)
+        wait_for(check, timeout, what, interval=0.1)
     except AssertionError as e:
         raise AssertionError(f"{e}; deliver: lines so far:\n" + "\n".join(
             r["_line"] for r in deliver_log(daemon)) + f"\nlog tail:\n{daemon.log_tail(30)}")
+    return box["recs"]
 
 
 def statuses(records, rcpt):
@@ -414,7 +420,9 @@ class ScriptSink:
       extensions  EHLO keywords (default PIPELINING 8BITMIME
                   ENHANCEDSTATUSCODES SIZE)
     Records: txns (every transaction that reached end of data), conns
-    (connections accepted), max_active (most open at once), closed
+    (connections accepted), max_active (most open at once; racy: a
+    client's next connect may beat our read of its last QUIT), max_in_txn
+    (most transactions between MAIL and end-of-data reply at once), closed
     (connections ended, with the time), hangs (time a HANG began),
     commands (every command line, with its connection number).
     """
@@ -445,6 +453,9 @@ class ScriptSink:
         self.active = 0
         self.max_active = 0       # most connections open at the same time
         self.in_eom_delay = 0     # transactions waiting out eom_delay now
+        self.quit_conns = set()   # connections that said QUIT (no longer active)
+        self.in_txn = set()       # connections between MAIL and the end-of-data reply
+        self.max_in_txn = 0       # most transactions open at once (race-free concurrency)
         self.closed = []
         self.hangs = []
         self.commands = []        # (conn, line) of every command line
@@ -568,7 +579,9 @@ class ScriptSink:
         finally:
             with self.lock:
                 self.closed.append((cid, time.monotonic()))
-                self.active -= 1
+                self.in_txn.discard(cid)
+                if cid not in self.quit_conns:
+                    self.active -= 1
                 self.socks.discard(s)
             try:
                 f.close()
@@ -634,6 +647,9 @@ class ScriptSink:
                 if r.startswith("2"):
                     txn = Txn(conn=cid, helo=helo, mail_from=a, mail_args=arg, rcpts=[],
                               rejected=[])
+                    with self.lock:
+                        self.in_txn.add(cid)
+                        self.max_in_txn = max(self.max_in_txn, len(self.in_txn))
                 self._say(s, f, r)
             elif verb == "RCPT":
                 a = addr_of(arg.split(":", 1)[1] if ":" in arg else arg)
@@ -683,12 +699,19 @@ class ScriptSink:
                 s.sendall("".join(r.replace("\n", "\r\n") + "\r\n"
                                   for r in txn.replies).encode())
                 txn = None
+                with self.lock:
+                    self.in_txn.discard(cid)
             elif verb == "RSET":
                 txn = None
+                with self.lock:
+                    self.in_txn.discard(cid)
                 self._say(s, f, pick(self.rules["rset"], None, 0, "250 2.0.0 Ok"))
             elif verb == "NOOP":
                 self._say(s, f, "250 2.0.0 Ok")
             elif verb == "QUIT":
+                with self.lock:             # done: not active while the close is on its way
+                    self.quit_conns.add(cid)
+                    self.active -= 1
                 self._say(s, f, "221 2.0.0 Bye")
                 return
             else:

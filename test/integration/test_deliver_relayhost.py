@@ -106,5 +106,5 @@ def test_relayhost_connection_limits(relay_daemon, script_sink_factory):
         assert len(t.rcpts) <= 2, f"got {len(t.rcpts)} rcpts in one transaction, want <= 2"
         per_conn[t.conn] = per_conn.get(t.conn, 0) + 1
     assert max(per_conn.values()) <= 5, f"got {max(per_conn.values())} txns on one connection"
-    assert sink.max_active <= 2, f"got {sink.max_active} connections at once, want <= 2"
+    assert sink.max_in_txn <= 2, f"got {sink.max_in_txn} transactions at once, want <= 2"
     assert all(x == "sent" for r in rcpts for x in statuses(deliver_log(d), r))

@@ -16,13 +16,13 @@ import os
 import smtplib
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import RINGMTA_BIN, make_message
-from peers import (CLOSE, HANG, dns_rcode, strip_headers, wait_for)
+from peers import (HANG, dns_rcode, parse_deliver_line, parse_dsn, statuses, strip_headers,
+                   wait_for)
 
 SOCK_S = 10
 
@@ -245,3 +245,35 @@ def test_dns_zones_mx_records_through_dns_probe(dns_zones):
     assert "10/down.fallback.test/ok/127.0.0.4,20/up.fallback.test/ok/127.0.0.5" in out, out
     assert "mx null.test status=null-mx" in out, out
     assert "10/mx.sender.test/ok/127.0.0.6" in out, out
+
+
+# --- the helpers the delivery tests lean on ------------------------------------------
+
+def test_parse_dsn_reads_a_real_postfix_bounce(postfix_peer_factory, script_sink_factory):
+    # Postfix relays to the sink, which refuses r@example.test with 550; the
+    # bounce Postfix makes goes back through the same sink to the sender.
+    sink = script_sink_factory(rcpt={"r@example.test": "550 5.1.1 <r@example.test>: no such user"})
+    pf = postfix_peer_factory(relayhost=f"[127.0.0.1]:{sink.port}")
+    smtp_send("127.0.0.1", pf.port, ["r@example.test"], TRICKY)
+    sink.wait_count(1, timeout=30)
+    t = sink.delivered_to("s@sender.test")[0]
+    assert t.mail_from == ""
+    msg, per_msg, per_rcpt = parse_dsn(t.data)
+    assert "mailer-daemon" in msg["From"].lower()
+    assert per_msg["reporting-mta"].startswith("dns;"), per_msg
+    assert len(per_rcpt) == 1, per_rcpt
+    f = per_rcpt[0]
+    assert f["final-recipient"].replace(" ", "") == "rfc822;r@example.test", f
+    assert f["action"] == "failed" and f["status"] == "5.1.1", f
+    assert f["diagnostic-code"].startswith("smtp;") and "no such user" in f["diagnostic-code"], f
+
+
+def test_deliver_log_parser():
+    line = ('r0 s=00a3f19c42d8e611 q=0123ABCD deliver: q=0123ABCD to=a@b.test '
+            'relay=mx1.b.test[127.0.0.2]:2525 delay=0.12 dsn=4.2.0 status=deferred '
+            'reply="450 4.2.0 <a@b.test>: \\"greylisted\\" try=later"')
+    r = parse_deliver_line(line)
+    assert (r["q"], r["to"], r["relay"], r["delay"], r["dsn"], r["status"]) == \
+        ("0123ABCD", "a@b.test", "mx1.b.test[127.0.0.2]:2525", "0.12", "4.2.0", "deferred")
+    assert r["reply"] == '450 4.2.0 <a@b.test>: "greylisted" try=later', r["reply"]
+    assert statuses([r], "A@B.test") == ["deferred"]
