@@ -17,6 +17,7 @@ Standards: RFC 2033 (LMTP), RFC 5321 3.6.2/4.2.5 (550 5.1.1 unknown
 
 import pytest
 
+from conftest import has_config
 from peers import (rcpt_reply, send_mail, statuses, strip_headers, wait_deliver, wait_for,
                    wait_queue_empty, write_map)
 
@@ -108,3 +109,23 @@ def test_gateway_dovecot_down_defers_then_delivers(relay_daemon, dovecot_factory
     st = statuses(wait_deliver(d, lambda r: "sent" in statuses(r, "alice@in.test"), DELIVER_S,
                                "status=sent"), "alice@in.test")
     assert st[-1] == "sent" and set(st[:-1]) == {"deferred"}, f"got {st}"
+
+
+@pytest.mark.parametrize("suffix", ["list", "verify", "any"])
+def test_gateway_relay_domains_suffixes(relay_daemon, dovecot_factory, ringmta_bin, suffix):
+    # relay_domains = in.test:list|:verify|:any chooses the recipient check
+    # per domain (list: relay_recipients; verify: ask the next hop; any:
+    # accept every local part)
+    if not has_config(ringmta_bin, f"relay_domains=in.test:{suffix}"):
+        pytest.skip(f"relay_domains suffix :{suffix} not in this ringmta yet")
+    dv = dovecot_factory(users=["alice"])
+    d = relay_daemon(transport_map=write_map([f"in.test lmtp:unix:{dv.socket}"]),
+                     relay_domains=f"in.test:{suffix}", mynetworks="",
+                     relay_recipients=write_map(["alice@in.test"]))
+    code, text = rcpt_reply(d, "alice@in.test")
+    assert code == 250, f"got {code} {text!r}"
+    code, text = rcpt_reply(d, "mallory@in.test")
+    if suffix == "any":
+        assert code == 250, f"got {code} {text!r}, want any local part accepted"
+    else:
+        assert (code, text[:5]) == (550, "5.1.1"), f"got {code} {text!r}, want 550 5.1.1"

@@ -61,11 +61,12 @@ def test_relayhost_exact_bytes_and_log(relay_daemon, script_sink_factory):
     msg = deliver_message("exact", body_lines=body)
     s = send_mail(d, ["exact@example.test"], token="exact", msg=msg)
     sink.wait_count(1, timeout=DELIVER_S)
+    wait_queue_empty(d, DELIVER_S)
+    assert len(sink.delivered_to("exact@example.test")) == 1, "want exactly one copy"
     t = sink.delivered_to("exact@example.test")[0]
     hdr = split_received(t.data, msg)
     assert b"ringmta.test" in hdr, f"got Received {hdr!r}, want it to name myhostname"
     assert t.mail_from == "s@sender.test" and t.rcpts == ["exact@example.test"]
-    wait_queue_empty(d, DELIVER_S)
     recs = wait_deliver(d, lambda r: statuses(r, "exact@example.test") == ["sent"], DELIVER_S,
                         "one status=sent record")
     rec = [r for r in recs if r.get("to") == "exact@example.test"][0]
@@ -84,6 +85,8 @@ def test_relayhost_null_sender_kept(relay_daemon, script_sink_factory):
     d = relay_daemon(relayhost=f"[127.0.0.1]:{sink.port}")
     send_mail(d, ["n@example.test"], from_="", token="nullsender")
     sink.wait_count(1, timeout=DELIVER_S)
+    wait_queue_empty(d, DELIVER_S)
+    assert sink.count() == 1, f"got {sink.count()} copies, want 1"
     t = sink.delivered_to("n@example.test")[0]
     assert t.mail_from == "", f"got MAIL FROM {t.mail_from!r}, want <>"
     assert re.match(r"FROM:\s*<>", t.mail_args, re.I), f"got MAIL {t.mail_args!r}"

@@ -471,7 +471,12 @@ def serve(s, peer):
     say(f"220 {me} ESMTP double")
     sender, rcpts = None, []
     trusted = opt("mynetworks", "127.0.0.0/8") != "" and peer.startswith("127.")
-    domains = [d.lower() for d in re.split(r"[\s,]+", opt("relay_domains", "")) if d]
+    domains, modes = [], {}
+    for d in re.split(r"[\s,]+", opt("relay_domains", "")):
+        if d:
+            name, _, mode = d.lower().partition(":")
+            domains.append(name)
+            modes[name] = mode
     rr = opt("relay_recipients")
     listed = {ln.strip().lower() for ln in open(rr)} if rr else None
     while True:
@@ -488,10 +493,14 @@ def serve(s, peer):
         elif v == "RCPT":
             a = re.search(r"<([^>]*)>", t).group(1)
             dom = a.rsplit("@", 1)[-1].lower()
-            inrel = any(dom == d or (d.startswith(".") and dom.endswith(d)) for d in domains)
-            if inrel and listed is not None and a.lower() not in listed:
+            hit = [d for d in domains if dom == d or (d.startswith(".") and dom.endswith(d))]
+            inrel, mode = bool(hit), modes.get(hit[0], "") if hit else ""
+            if mode == "any":
+                rcpts.append(a)
+                say("250 2.1.5 Ok")
+            elif inrel and mode in ("", "list") and listed is not None and a.lower() not in listed:
                 say("550 5.1.1 <%s>: Recipient address rejected: unknown user" % a)
-            elif inrel and opt("verify_recipients") == "yes":
+            elif inrel and (mode == "verify" or (mode == "" and opt("verify_recipients") == "yes")):
                 code, text = verify(a)
                 if code == 250:
                     rcpts.append(a)
