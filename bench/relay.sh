@@ -34,7 +34,8 @@
 #           the physical limit); every run as JSON lines in the work dir
 #           (kept with --keep). Exit 0 when the table was printed, 1 on
 #           set-up errors, 2 on usage.
-# --quick:  smoke run: 500 messages (50 at 100 KiB), 1 repetition.
+# --quick:  smoke run: 500 messages (50 at 100 KiB), 1 repetition; exit 4
+#           if a run failed (deploy/dev.sh test runs it).
 # ringmta:  until the delivery engine exists (issue 4), `ringmta
 #           --check-config -o delivery=yes` fails and its rows read
 #           "n/a (no delivery engine)"; the other systems still run.
@@ -370,3 +371,7 @@ for sc in scen:
         rl = f"{v / phys:.2f}" if phys and not isinstance(phys, str) else ""
         print(f"| {sc} | {s} | {v:.0f} | {rp} | {rl} |")
 EOF
+if [ "$quick" = 1 ] && grep -v '"status": "\(ok\|n/a[^"]*\)"' "$runs" | grep -q .; then
+	log "quick: some runs failed: $(grep -v '"status": "\(ok\|n/a[^"]*\)"' "$runs" | head -3)"
+	exit 4
+fi

@@ -143,6 +143,7 @@ test)
 	if [ "$(id -u)" -eq 0 ]; then
 		step "benchmark harness (compare.sh --quick)" \
 			bench/compare.sh --quick --systems "ringmta postfix"
+		step "relay benchmark harness (relay.sh --quick)" bench/relay.sh --quick
 	fi
 	step "build (ASan+UBSan)" build_asan
 	step "unit tests (ASan+UBSan)" meson test -C build-asan --suite unit --print-errorlogs
