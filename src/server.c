@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "ringmta/deliver.h"
 #include "ringmta/log.h"
 #include "ringmta/session.h"
 
@@ -271,7 +272,11 @@ int server_init(struct server *sv, unsigned id, const struct conf *conf,
 		sv->listeners[i].is_paused = false;
 	}
 	sv->n_listeners = n_listen;
-	return spool_shard_open(sp, id, &sv->shard, err);
+	sv->spool = sp;
+	rc = spool_shard_open(sp, id, &sv->shard, err);
+	if (rc < 0)
+		return rc;
+	return deliver_new(&sv->deliver, sv, err);
 }
 
 void server_fini(struct server *sv)
@@ -279,6 +284,8 @@ void server_fini(struct server *sv)
 	/* A reactor that failed before its loop never ran finish(). */
 	spool_shard_close(sv->shard);
 	sv->shard = NULL;
+	deliver_free(sv->deliver);
+	sv->deliver = NULL;
 	for (unsigned i = 0; i < sv->n_listeners; i++)
 		if (sv->listeners[i].fd >= 0)
 			close(sv->listeners[i].fd);

@@ -34,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ringmta/deliver.h"
 #include "ringmta/log.h"
 #include "ringmta/net.h"
 #include "ringmta/reactor.h"
@@ -389,6 +390,7 @@ void session_commit_done(void *owner, const char *queue_id, int status)
 		log_info("r%u s=%016llx q=%s smtp_server: accepted client=%s from=\"<%s>\" nrcpt=%zu",
 			 s->sv->r.id, (unsigned long long)s->id, queue_id, s->peer_str,
 			 from, s->n_rcpts);
+		deliver_accepted(s->sv->deliver, queue_id);
 	} else {
 		log_warn("r%u s=%016llx q=%s smtp_server: commit failed: %s", s->sv->r.id,
 			 (unsigned long long)s->id, queue_id, spool_strerror(status));

@@ -36,6 +36,7 @@ enum server_op {
 };
 
 struct session;
+struct deliver;
 
 /* struct server_listener - one listening socket of one reactor. */
 struct server_listener {
@@ -49,6 +50,8 @@ struct server {
 	struct reactor r;
 	const struct conf *conf;
 	struct spool_shard *shard;
+	struct spool *spool;
+	struct deliver *deliver;        /* the outbound engine of this reactor */
 	bool is_fsync_inflight;
 	bool is_durable;                /* durability = batch */
 	struct server_listener *listeners;
