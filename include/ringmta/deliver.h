@@ -38,4 +38,20 @@ bool deliver_is_busy(const struct deliver *d, const char *queue_id);
  * release made messages due). */
 void deliver_kick(struct deliver *d);
 
+/* deliver_loop_end - the reactor's loop_end hook, before the group commit
+ * starts: fresh messages and queue scans begin here, so their spool
+ * updates join the same batch. */
+void deliver_loop_end(struct deliver *d);
+
+/* deliver_tick - the reactor's tick: reply and idle timeouts, rate limits. */
+void deliver_tick(struct deliver *d);
+
+/* deliver_stop - shutdown: close connections; what was not answered
+ * stays due in the spool for the next start. */
+void deliver_stop(struct deliver *d);
+
+/* deliver_is_done - after deliver_stop: no connection, no uncommitted
+ * update, no DNS query is left. */
+bool deliver_is_done(const struct deliver *d);
+
 #endif
