@@ -1422,10 +1422,11 @@ static const struct conf_key conf_keys[] = {
 		"waits the n-th value, and every retry after the list waits "
 		"the last one, until maximal_queue_lifetime." },
 	{ .name = "maximal_queue_lifetime", .kind = K_MS,
-	  F(maximal_queue_lifetime_ms), .min = MS_MIN,
-	  .max = 100 * MS_DAY, .def = "5d", .values = DURATION_VALUES("1m..100d"),
+	  F(maximal_queue_lifetime_ms), .min = 0,
+	  .max = 100 * MS_DAY, .def = "5d", .values = DURATION_VALUES("0..100d"),
 	  .doc = "How long a message may stay deferred before it is returned "
-		"to the sender (RFC 5321 4.5.4.1: give up after 4-5 days)." },
+		"to the sender (RFC 5321 4.5.4.1: give up after 4-5 days). 0: "
+		"one attempt only; a temporary failure bounces at once." },
 	{ .name = "delay_warning_time", .kind = K_MS,
 	  F(delay_warning_time_ms), .min = 0,
 	  .max = 100 * MS_DAY, .def = "0", .values = DURATION_VALUES(
