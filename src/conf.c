@@ -1353,6 +1353,17 @@ static const struct conf_key conf_keys[] = {
 	  .values = "a size, 0..1G, with an optional k, M, G suffix",
 	  .doc = "A bounce returns at most this much of the original message "
 		"(RET=FULL); a larger one is returned as its headers only." },
+	{ .name = "verify_positive_ttl", .kind = K_MS,
+	  F(verify_positive_ttl_ms), .min = MS_SEC, .max = 100 * MS_DAY,
+	  .def = "1h", .values = DURATION_VALUES("1s..100d"),
+	  .doc = "verify_recipients: how long a recipient the next hop "
+		"accepted is remembered as valid." },
+	{ .name = "verify_negative_ttl", .kind = K_MS,
+	  F(verify_negative_ttl_ms), .min = MS_SEC, .max = 100 * MS_DAY,
+	  .def = "5m", .values = DURATION_VALUES("1s..100d"),
+	  .doc = "verify_recipients: how long a recipient the next hop "
+		"refused (5xx) is remembered as unknown. Temporary answers "
+		"are never remembered." },
 	/* parsed and validated now, used by later issues */
 	{ .name = "transport_map", .kind = K_PATH, F(transport_map),
 	  .is_later = true, .is_empty_ok = true, .def = "",

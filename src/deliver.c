@@ -117,6 +117,7 @@ struct dmsg {
 	struct drcpt *rcpts;
 	unsigned n_open;            /* transactions not finished */
 	bool is_committing;         /* update/done written, waiting for commit */
+	struct verify *probe;       /* a recipient probe, not a spooled message */
 };
 
 /* struct dtxn - some recipients of one message for one route. */
@@ -208,6 +209,34 @@ struct conn {
 	struct smtp_client *cl;
 };
 
+/* struct verify - a recipient verification in flight; sessions wait on it. */
+struct verify {
+	struct verify *next;
+	uint64_t h1, h2;
+	bool is_sync_done;          /* finished inside deliver_verify() */
+	uint8_t sync_result;
+	struct verify_waiter *waiters;
+	struct deliver_verify *handles;
+};
+
+/* struct deliver_verify - one session's wait (the cancel handle). */
+struct deliver_verify {
+	struct deliver_verify *next;
+	struct verify *v;
+	deliver_verify_fn *cb;
+	void *arg;
+};
+
+/* struct vcache_slot - one cached verification answer (direct-mapped). */
+struct vcache_slot {
+	uint64_t h1, h2;
+	int64_t expires_ms;
+	uint8_t result;             /* enum deliver_verify_result */
+};
+
+/* DELIVER_VCACHE_SLOTS - cached answers per reactor (32 B each: 2 MiB). */
+#define DELIVER_VCACHE_SLOTS 65536
+
 struct deliver {
 	struct server *sv;
 	struct reactor *r;
@@ -228,7 +257,9 @@ struct deliver {
 	struct queue_dest_policy dest_policy;
 	struct smtp_client_limits lim;
 	uint64_t rng;
-	char relayhost_key[DNS_NAME_BYTES + 16];
+	struct verify *verifies;    /* probes in flight */
+	bool is_verify_starting;
+	struct vcache_slot *vcache;
 };
 
 static void site_pump(struct deliver *d, struct site *st);
@@ -312,6 +343,8 @@ static void rcpt_result(struct deliver *d, struct dmsg *m, uint32_t i,
 		}
 		rc->relay = xstrdup(relay);
 	}
+	if (m->probe != NULL)
+		return;
 	rm_printable(pto, sizeof(pto), rc->addr, strlen(rc->addr), SMTP_PROTO_PATH_MAX);
 	if (code != 0) {
 		char buf[SMTP_CLIENT_TEXT_BYTES + 16];
@@ -609,6 +642,8 @@ static void msg_committed(struct server_owner *o, const char *queue_id, int stat
  * the recipients' new states, bounce what failed, and write the update
  * (or the removal) to the spool.
  */
+static void verify_done(struct deliver *d, struct dmsg *m);
+
 static void msg_finalize(struct deliver *d, struct dmsg *m)
 {
 	const struct conf *c = d->conf;
@@ -620,6 +655,10 @@ static void msg_finalize(struct deliver *d, struct dmsg *m)
 	bool any_failed = false;
 	int rc;
 
+	if (m->probe != NULL) {
+		verify_done(d, m);
+		return;
+	}
 	u = calloc(m->n_rcpts ? m->n_rcpts : 1, sizeof(*u));
 	if (u == NULL) {
 		msg_forget(d, m);  /* still due in the index: tried again */
@@ -983,8 +1022,9 @@ static int group_lookup(void *ctx, const char *domain, size_t len, uint64_t *des
 	return 0;
 }
 
-/* msg_start - take e (a due message of our shard) into flight. */
-static int msg_start(struct deliver *d, const struct spool_entry *e)
+/* msg_start_as - take e (a due message of our shard, or a probe) into
+ * flight. */
+static int msg_start_as(struct deliver *d, const struct spool_entry *e, struct verify *probe)
 {
 	struct dmsg *m, **slot;
 	struct queue_slot *slots = NULL;
@@ -994,12 +1034,13 @@ static int msg_start(struct deliver *d, const struct spool_entry *e)
 	int64_t now = now_unix();
 	int rc;
 
-	slot = msg_slot(d, e->id);
-	if (*slot != NULL)
+	slot = probe ? NULL : msg_slot(d, e->id);
+	if (slot != NULL && *slot != NULL)
 		return 0;
 	m = calloc(1, sizeof(*m));
 	if (m == NULL)
 		return -ENOMEM;
+	m->probe = probe;
 	m->own.done = msg_committed;
 	m->d = d;
 	memcpy(m->id, e->id, sizeof(m->id));
@@ -1036,11 +1077,16 @@ static int msg_start(struct deliver *d, const struct spool_entry *e)
 			 &n_txns);
 	if (rc < 0)
 		goto fail;
-	*slot = m;
-	m->hnext = NULL;
-	d->n_inflight++;
+	if (slot != NULL) {
+		*slot = m;
+		m->hnext = NULL;
+		d->n_inflight++;
+	}
 	if (n_txns == 0) {
-		msg_forget(d, m);
+		if (probe != NULL)
+			msg_finalize(d, m);
+		else
+			msg_forget(d, m);
 		free(slots);
 		free(txns);
 		return 0;
@@ -1075,7 +1121,7 @@ static int msg_start(struct deliver *d, const struct spool_entry *e)
 		t->ct.sender = m->sender;
 		t->ct.rcpt = t->crcpt;
 		t->ct.n_rcpt = t->n;
-		t->ct.has_size = true;
+		t->ct.has_size = probe == NULL;
 		t->ct.size = m->size;
 		t->ct.body = (uint8_t)(m->body == SPOOL_BODY_8BITMIME ? SMTP_PROTO_BODY_8BITMIME
 				       : m->body == SPOOL_BODY_BINARYMIME ? SMTP_PROTO_BODY_BINARYMIME
@@ -1084,6 +1130,7 @@ static int msg_start(struct deliver *d, const struct spool_entry *e)
 		t->ct.is_smtputf8 = m->smtputf8;
 		t->ct.ret = (uint8_t)m->ret;
 		t->ct.envid = m->envid;
+		t->ct.is_probe = m->probe != NULL;
 		route_submit(d, rt, t);
 	}
 	free(slots);
@@ -1098,6 +1145,199 @@ fail:
 	free(txns);
 	msg_free(m);
 	return rc;
+}
+
+static int msg_start(struct deliver *d, const struct spool_entry *e)
+{
+	return msg_start_as(d, e, NULL);
+}
+
+static int probe_start(struct deliver *d, const struct spool_entry *e, struct verify *v)
+{
+	return msg_start_as(d, e, v);
+}
+
+/* ---- recipient verification ------------------------------------------------------- */
+
+/* verify_hash - two independent 64-bit hashes of the lower-cased address. */
+static void verify_hash(const char *addr, size_t len, uint64_t *h1, uint64_t *h2)
+{
+	uint64_t a = 1469598103934665603ULL, b = 0x84222325cbf29ce4ULL;
+
+	for (size_t i = 0; i < len; i++) {
+		uint8_t ch = (uint8_t)addr[i];
+		if (ch >= 'A' && ch <= 'Z')
+			ch = (uint8_t)(ch + 32);
+		a = (a ^ ch) * 1099511628211ULL;
+		b = (b ^ ch) * 0x100000001b3ULL;
+		b ^= b >> 29;
+	}
+	*h1 = a;
+	*h2 = b ^ len;
+}
+
+static struct vcache_slot *vcache_slot(struct deliver *d, uint64_t h1)
+{
+	return &d->vcache[h1 % DELIVER_VCACHE_SLOTS];
+}
+
+/* verify_done - a probe's transaction is over: cache and tell the waiters. */
+static void verify_done(struct deliver *d, struct dmsg *m)
+{
+	struct verify *v = m->probe, **pp;
+	struct drcpt *r = &m->rcpts[0];
+	enum deliver_verify_result res;
+	struct deliver_verify *w, *wn;
+	char reason[DELIVER_DIAG_MAX + 64];
+
+	if (!r->has_result || r->verdict == QUEUE_DEFER)
+		res = DELIVER_VERIFY_TEMP;
+	else if (r->verdict == QUEUE_DELIVER)
+		res = DELIVER_VERIFY_OK;
+	else
+		res = DELIVER_VERIFY_UNKNOWN;
+	if (res != DELIVER_VERIFY_TEMP) {
+		struct vcache_slot *sl = vcache_slot(d, v->h1);
+		sl->h1 = v->h1;
+		sl->h2 = v->h2;
+		sl->result = (uint8_t)res;
+		sl->expires_ms = d->r->now_ms + (int64_t)(res == DELIVER_VERIFY_OK
+			? d->conf->verify_positive_ttl_ms : d->conf->verify_negative_ttl_ms);
+	}
+	if (r->code)
+		snprintf(reason, sizeof(reason), "%s said: %u %s %s", r->relay ? r->relay : "next hop",
+			 r->code, r->status, r->diag ? r->diag : "");
+	else
+		snprintf(reason, sizeof(reason), "%s", r->diag ? r->diag
+			 : res == DELIVER_VERIFY_OK ? "accepted" : "no answer");
+	{
+		char pa[SMTP_PROTO_PATH_MAX * 4 + 1], pr[600];
+		static const char *const names[] = { "ok", "unknown", "tempfail" };
+		rm_printable(pa, sizeof(pa), r->addr, strlen(r->addr), SMTP_PROTO_PATH_MAX);
+		rm_printable(pr, sizeof(pr), reason, strlen(reason), 400);
+		log_info("r%u deliver: verify to=<%s> result=%s reason=\"%s\"", d->r->id, pa,
+			 names[res], pr);
+	}
+	for (pp = &d->verifies; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == v) {
+			*pp = v->next;
+			break;
+		}
+	}
+	m->probe = NULL;
+	msg_free(m);
+	if (d->is_verify_starting) {
+		/* answered before deliver_verify() returned: it reports it */
+		v->is_sync_done = true;
+		v->sync_result = (uint8_t)res;
+		return;
+	}
+	for (w = v->handles; w != NULL; w = wn) {
+		wn = w->next;
+		w->cb(w->arg, res, reason);
+		free(w);
+	}
+	free(v);
+}
+
+int deliver_verify(struct deliver *d, const char *addr, size_t len, deliver_verify_fn *cb,
+		   void *arg, struct deliver_verify **out)
+{
+	struct vcache_slot *sl;
+	struct verify *v;
+	struct deliver_verify *w;
+	uint64_t h1, h2;
+	const char *at;
+	int rc;
+
+	*out = NULL;
+	if (len == 0 || len > SMTP_PROTO_PATH_MAX || (at = memrchr(addr, '@', len)) == NULL ||
+	    d->is_stopping)
+		return DELIVER_VERIFY_TEMP;
+	verify_hash(addr, len, &h1, &h2);
+	sl = vcache_slot(d, h1);
+	if (sl->h1 == h1 && sl->h2 == h2 && sl->expires_ms > d->r->now_ms)
+		return sl->result;
+	if ((w = calloc(1, sizeof(*w))) == NULL)
+		return DELIVER_VERIFY_TEMP;
+	w->cb = cb;
+	w->arg = arg;
+	for (v = d->verifies; v != NULL; v = v->next)
+		if (v->h1 == h1 && v->h2 == h2)
+			break;
+	if (v == NULL) {
+		struct dmsg *m = calloc(1, sizeof(*m));
+		struct spool_rcpt_entry re;
+		struct spool_entry e;
+		v = calloc(1, sizeof(*v));
+		if (m == NULL || v == NULL) {
+			free(m);
+			free(v);
+			free(w);
+			return DELIVER_VERIFY_TEMP;
+		}
+		v->h1 = h1;
+		v->h2 = h2;
+		v->next = d->verifies;
+		d->verifies = v;
+		free(m);
+		/* a one-recipient message that is never spooled */
+		memset(&re, 0, sizeof(re));
+		memset(&e, 0, sizeof(e));
+		{
+			char *a = strndup(addr, len);
+			if (a == NULL) {
+				d->verifies = v->next;
+				free(v);
+				free(w);
+				return DELIVER_VERIFY_TEMP;
+			}
+			re.addr = a;
+			re.state = SPOOL_RCPT_PENDING;
+			e.sender = "";
+			e.rcpts = &re;
+			e.n_rcpts = 1;
+			e.arrival_unix = now_unix();
+			w->v = v;
+			w->next = v->handles;
+			v->handles = w;
+			d->is_verify_starting = true;
+			rc = probe_start(d, &e, v);
+			d->is_verify_starting = false;
+			free(a);
+			if (rc < 0 || v->is_sync_done) {
+				int res = rc < 0 ? DELIVER_VERIFY_TEMP : v->sync_result;
+				if (rc < 0)
+					d->verifies = v->next;
+				free(v);
+				free(w);
+				return res;
+			}
+			*out = w;
+			return DELIVER_VERIFY_PENDING;
+		}
+	}
+	w->v = v;
+	w->next = v->handles;
+	v->handles = w;
+	*out = w;
+	return DELIVER_VERIFY_PENDING;
+}
+
+void deliver_verify_cancel(struct deliver *d, struct deliver_verify *w)
+{
+	struct deliver_verify **pp;
+
+	(void)d;
+	if (w == NULL)
+		return;
+	for (pp = &w->v->handles; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == w) {
+			*pp = w->next;
+			break;
+		}
+	}
+	free(w);
 }
 
 /* ---- connections ---------------------------------------------------------------- */
@@ -1592,7 +1832,7 @@ static void conn_result(struct conn *c, const struct smtp_client_ev *ev, enum qu
 			c->answered[k] = 1;
 		}
 	} else if (ev->kind == SMTP_CLIENT_EV_RCPT_RESULT) {
-		if (rp->code < 400 || ev->rcpt_index >= t->n)
+		if ((rp->code < 400 && t->m->probe == NULL) || ev->rcpt_index >= t->n)
 			return;
 		rcpt_result(c->d, t->m, t->idx[ev->rcpt_index], &o, rp->code, rp->text, c->relay);
 		c->answered[ev->rcpt_index] = 1;
@@ -1884,10 +2124,11 @@ void deliver_loop_end(struct deliver *d)
 /* deliver_tick - timeouts of connections, rate-limited sites. */
 void deliver_tick(struct deliver *d)
 {
-	int64_t now = d->r->now_ms;
+	int64_t now;
 
-	if (d == NULL || !d->is_on)
+	if (d == NULL)
 		return;
+	now = d->r->now_ms;
 	for (size_t b = 0; b < DELIVER_HASH; b++) {
 		for (struct site *st = d->sites[b]; st != NULL; st = st->hnext) {
 			struct conn *c, *next;
@@ -1919,7 +2160,7 @@ void deliver_tick(struct deliver *d)
  * was not answered stays due for the next start. */
 void deliver_stop(struct deliver *d)
 {
-	if (d == NULL || !d->is_on)
+	if (d == NULL)
 		return;
 	d->is_stopping = true;
 	for (size_t b = 0; b < DELIVER_HASH; b++) {
@@ -1951,7 +2192,7 @@ void deliver_stop(struct deliver *d)
  * updates committed, DNS quiet) */
 bool deliver_is_done(const struct deliver *d)
 {
-	if (d == NULL || !d->is_on)
+	if (d == NULL)
 		return true;
 	return d->n_conns == 0 && d->n_inflight == 0 &&
 	       (d->dns == NULL || dns_resolver_is_idle(d->dns));
@@ -1977,16 +2218,20 @@ int deliver_new(struct deliver **out, struct server *sv, struct rm_err *err)
 	d->lim.max_rcpt = d->conf->destination_recipient_limit < SMTP_CLIENT_RCPT_MAX
 		? d->conf->destination_recipient_limit : SMTP_CLIENT_RCPT_MAX;
 	d->lim.lenient_8bit = true;   /* as Postfix: send 8-bit to 7-bit peers as is */
+	d->vcache = calloc(DELIVER_VCACHE_SLOTS, sizeof(*d->vcache));
+	if (d->vcache == NULL) {
+		free(d);
+		return rm_err_set(err, -ENOMEM, "deliver: out of memory");
+	}
 	reactor_on(d->r, OP_CONNECT, on_connect);
 	reactor_on(d->r, OP_RECV, on_recv);
 	reactor_on(d->r, OP_SEND, on_send);
-	if (d->is_on) {
-		dns_opts_from_conf(&o, d->conf, OP_DNS);
-		d->dns = dns_resolver_new(d->r, &o, err);
-		if (d->dns == NULL) {
-			free(d);
-			return err ? err->code : -EINVAL;
-		}
+	dns_opts_from_conf(&o, d->conf, OP_DNS);
+	d->dns = dns_resolver_new(d->r, &o, err);
+	if (d->dns == NULL) {
+		free(d->vcache);
+		free(d);
+		return err ? err->code : -EINVAL;
 	}
 	*out = d;
 	return 0;
@@ -2013,7 +2258,18 @@ void deliver_free(struct deliver *d)
 			msg_free(m);
 		}
 	}
+	while (d->verifies != NULL) {
+		struct verify *v = d->verifies;
+		struct deliver_verify *w, *wn;
+		d->verifies = v->next;
+		for (w = v->handles; w != NULL; w = wn) {
+			wn = w->next;
+			free(w);
+		}
+		free(v);
+	}
 	dns_resolver_free(d->dns);
+	free(d->vcache);
 	free(d->fresh);
 	free(d);
 }

@@ -38,6 +38,39 @@ bool deliver_is_busy(const struct deliver *d, const char *queue_id);
  * release made messages due). */
 void deliver_kick(struct deliver *d);
 
+/* enum deliver_verify_result - what the next hop said of a recipient. */
+enum deliver_verify_result {
+	DELIVER_VERIFY_OK = 0,      /* it accepted RCPT: accept it (250) */
+	DELIVER_VERIFY_UNKNOWN,     /* it refused RCPT with 5xx: 550 5.1.1 */
+	DELIVER_VERIFY_TEMP,        /* 4xx, no connection, no answer: 450 4.1.1 */
+	DELIVER_VERIFY_PENDING,     /* asked: the callback brings the answer */
+};
+
+/* deliver_verify_fn - a verification finished; reason (borrowed for the
+ * call) says who said what, for the reply text and the log. */
+typedef void deliver_verify_fn(void *arg, enum deliver_verify_result res, const char *reason);
+
+struct deliver_verify;
+
+/*
+ * deliver_verify - is addr[0..len) a recipient the next hop of its domain
+ * accepts? (Postfix's reject_unverified_recipient.) The answer comes from
+ * the cache (verify_positive_ttl, verify_negative_ttl; temporary failures
+ * are not cached) and is returned at once (OK, UNKNOWN), or a probe goes
+ * out on the domain's route - MAIL FROM:<>, RCPT TO, RSET on a pooled
+ * connection - and DELIVER_VERIFY_PENDING is returned with *out set: cb
+ * is called once, later, from the loop, unless deliver_verify_cancel(*out)
+ * comes first. Concurrent questions about one address share one probe.
+ * TEMP is returned at once when the address has no domain, memory is
+ * short or the engine is stopping.
+ */
+int deliver_verify(struct deliver *d, const char *addr, size_t len, deliver_verify_fn *cb,
+		   void *arg, struct deliver_verify **out);
+
+/* deliver_verify_cancel - forget the wait w (the session went away);
+ * the probe goes on and its answer is cached. */
+void deliver_verify_cancel(struct deliver *d, struct deliver_verify *w);
+
 /* deliver_loop_end - the reactor's loop_end hook, before the group commit
  * starts: fresh messages and queue scans begin here, so their spool
  * updates join the same batch. */
