@@ -168,6 +168,8 @@ struct site {
 	struct queue_dest health;
 	int64_t rate_window_ms;     /* start of the current rate window */
 	unsigned rate_used;
+	struct site *pump_next;     /* on the engine's to-pump list */
+	bool is_pump_pending;
 };
 
 enum conn_state { CONN_CONNECTING, CONN_UP, CONN_CLOSED };
@@ -257,6 +259,7 @@ struct deliver {
 	struct queue_dest_policy dest_policy;
 	struct smtp_client_limits lim;
 	uint64_t rng;
+	struct site *pump_list;     /* sites to pump at the loop end */
 	struct verify *verifies;    /* probes in flight */
 	bool is_verify_starting;
 	struct vcache_slot *vcache;
@@ -1500,8 +1503,12 @@ static void conn_close(struct conn *c)
 	conn_kill_fd(c);
 	c->st = CONN_CLOSED;
 	conn_free_if_done(c);
-	if (st != NULL && !d->is_stopping)
-		site_pump(d, st);
+	/* not now: the caller may be walking the site's connections */
+	if (st != NULL && !d->is_stopping && !st->is_pump_pending) {
+		st->is_pump_pending = true;
+		st->pump_next = d->pump_list;
+		d->pump_list = st;
+	}
 }
 
 /* conn_connect - start connecting to the current target (or the next one
@@ -1573,9 +1580,9 @@ static void conn_unreachable(struct conn *c)
 	conn_unlink(c);
 	conn_kill_fd(c);
 	c->st = CONN_CLOSED;
-	conn_free_if_done(c);
 	if (is_last)
-		site_fail_queue(d, st, &o, code, why, c->has_fail ? NULL : NULL);
+		site_fail_queue(d, st, &o, code, why, c->has_fail ? c->relay : NULL);
+	conn_free_if_done(c);
 }
 
 /* conn_try_next - reconnect to the next target once nothing of c is in
@@ -1858,6 +1865,13 @@ static void conn_failed(struct conn *c, const struct smtp_client_ev *ev)
 	unsigned code = 0;
 	char text[SMTP_CLIENT_TEXT_BYTES];
 
+	if (c->is_ready && c->txn == NULL) {
+		/* an idle connection the peer closed (or timed out, or 421):
+		 * nothing was lost and the host is not at fault */
+		conn_flush(c);
+		conn_close(c);
+		return;
+	}
 	if (ev->reply != NULL) {
 		enum queue_phase ph = c->is_ready ? QUEUE_PHASE_MAIL : QUEUE_PHASE_SESSION;
 		code = ev->reply->code;
@@ -2100,7 +2114,15 @@ void deliver_loop_end(struct deliver *d)
 {
 	struct rm_err err = { 0, "" };
 
-	if (d == NULL || !d->is_on || d->is_stopping)
+	if (d == NULL || d->is_stopping)
+		return;
+	while (d->pump_list != NULL) {
+		struct site *st = d->pump_list;
+		d->pump_list = st->pump_next;
+		st->is_pump_pending = false;
+		site_pump(d, st);
+	}
+	if (!d->is_on)
 		return;
 	for (size_t i = 0; i < d->n_fresh; i++) {
 		if (d->n_inflight >= DELIVER_MAX_INFLIGHT)
