@@ -98,6 +98,8 @@ struct drcpt {
 	char status[QUEUE_STATUS_BYTES];
 	char *diag;                 /* reply text or our reason (heap) */
 	char *relay;                /* who answered (heap), NULL when nobody */
+	bool is_final;              /* delivered by LMTP: into the mailbox */
+	bool is_peer_dsn;           /* delivered to a peer that offered DSN */
 };
 
 /* struct dmsg - a message in flight. */
@@ -431,8 +433,8 @@ bool deliver_is_busy(const struct deliver *d, const char *queue_id)
 /* ---- bounces ----------------------------------------------------------------- */
 
 /* struct bounce_src - the original, streamed into dsn_write(). */
-static int bounce_write(struct deliver *d, struct dmsg *m, struct dsn_rcpt *dr,
-			size_t n_dr, struct spool_msg *bm, const char *bid,
+static int bounce_write(struct deliver *d, struct dmsg *m, enum dsn_kind kind,
+			struct dsn_rcpt *dr, size_t n_dr, struct spool_msg *bm, const char *bid,
 			unsigned attempt, bool *is_retry, struct rm_err *err)
 {
 	struct dsn_writer w;
@@ -449,7 +451,7 @@ static int bounce_write(struct deliver *d, struct dmsg *m, struct dsn_rcpt *dr,
 
 	*is_retry = false;
 	memset(&dm, 0, sizeof(dm));
-	dm.kind = DSN_KIND_FAILURE;
+	dm.kind = kind;
 	dm.myhostname = d->conf->myhostname;
 	dm.sender = m->sender;
 	dm.envid = m->envid;
@@ -535,7 +537,7 @@ static void bounce_committed(struct server_owner *o, const char *queue_id, int s
  * code: then the failures must not be recorded (they are retried later,
  * so the sender still hears of them).
  */
-static int bounce(struct deliver *d, struct dmsg *m)
+static int bounce(struct deliver *d, struct dmsg *m, enum dsn_kind kind)
 {
 	struct dsn_rcpt *dr;
 	size_t n = 0;
@@ -547,19 +549,28 @@ static int bounce(struct deliver *d, struct dmsg *m)
 		return -ENOMEM;
 	for (size_t i = 0; i < m->n_rcpts; i++) {
 		struct drcpt *rc_ = &m->rcpts[i];
-		if (!rc_->is_due || !rc_->has_result || rc_->state != SPOOL_RCPT_FAILED)
+		if (!rc_->is_due || !rc_->has_result)
 			continue;
-		if (!dsn_should_notify(m->sender, rc_->notify, DSN_KIND_FAILURE))
+		if (kind == DSN_KIND_FAILURE && rc_->state != SPOOL_RCPT_FAILED)
+			continue;
+		/* RFC 3461 5.2.2: a success notice when the mail reached the
+		 * mailbox (LMTP), or a peer that cannot carry the request on */
+		if (kind == DSN_KIND_SUCCESS && (rc_->state != SPOOL_RCPT_DELIVERED ||
+						 (!rc_->is_final && rc_->is_peer_dsn)))
+			continue;
+		if (!dsn_should_notify(m->sender, rc_->notify, kind))
 			continue;
 		dr[n].addr = rc_->addr;
 		dr[n].orcpt = rc_->orcpt;
-		dr[n].action = DSN_ACTION_FAILED;
-		dr[n].status = rc_->status[0] == '2' ? "5.0.0" : rc_->status;
+		dr[n].action = kind == DSN_KIND_FAILURE ? DSN_ACTION_FAILED
+			: rc_->is_final ? DSN_ACTION_DELIVERED : DSN_ACTION_RELAYED;
+		dr[n].status = kind == DSN_KIND_SUCCESS ? (rc_->status[0] == '2' ? rc_->status : "2.0.0")
+			: rc_->status[0] == '2' ? "5.0.0" : rc_->status;
 		dr[n].remote_mta = rc_->relay;
-		dr[n].reply_code = rc_->code;
-		dr[n].reply_esc = NULL;
-		dr[n].diag = rc_->diag;
-		dr[n].diag_len = rc_->diag ? strlen(rc_->diag) : 0;
+		dr[n].reply_code = kind == DSN_KIND_FAILURE ? rc_->code : 0;
+		dr[n].reply_esc = rc_->code ? rc_->status : NULL;
+		dr[n].diag = kind == DSN_KIND_FAILURE ? rc_->diag : NULL;
+		dr[n].diag_len = dr[n].diag ? strlen(dr[n].diag) : 0;
 		dr[n].last_attempt_unix = now_unix();
 		n++;
 	}
@@ -576,7 +587,7 @@ static int bounce(struct deliver *d, struct dmsg *m)
 
 		if ((rc = spool_msg_begin(d->sv->shard, &bm, &err)) < 0)
 			break;
-		rc = bounce_write(d, m, dr, n, bm, spool_msg_id(bm), attempt, &is_retry, &err);
+		rc = bounce_write(d, m, kind, dr, n, bm, spool_msg_id(bm), attempt, &is_retry, &err);
 		if (rc < 0) {
 			spool_msg_abort(bm);
 			if (is_retry)
@@ -585,7 +596,7 @@ static int bounce(struct deliver *d, struct dmsg *m)
 		}
 		/* the DSN's own envelope: null sender, BODY/SMTPUTF8 as written */
 		memset(&pm, 0, sizeof(pm));
-		pm.kind = DSN_KIND_FAILURE;
+		pm.kind = kind;
 		pm.myhostname = d->conf->myhostname;
 		pm.sender = m->sender;
 		pm.smtputf8 = m->smtputf8;
@@ -614,8 +625,8 @@ static int bounce(struct deliver *d, struct dmsg *m)
 		}
 		bo->own.done = bounce_committed;
 		bo->d = d;
-		log_info("r%u q=%s deliver: bounce q=%s to=sender nrcpt=%zu", d->r->id, m->id,
-			 spool_msg_id(bm), n);
+		log_info("r%u q=%s deliver: %s q=%s to=sender nrcpt=%zu", d->r->id, m->id,
+			 kind == DSN_KIND_FAILURE ? "bounce" : "success-notice", spool_msg_id(bm), n);
 		rc = spool_msg_end(bm, &env, &bo->own, &err);
 		if (rc < 0)
 			free(bo);
@@ -655,7 +666,7 @@ static void msg_finalize(struct deliver *d, struct dmsg *m)
 	int64_t now_ms_wall = now_unix() * 1000;
 	int64_t expiry_ms = queue_expiry_time(m->arrival_unix * 1000, c->maximal_queue_lifetime_ms);
 	size_t n_u = 0, n_left = 0;
-	bool any_failed = false;
+	bool any_failed = false, any_success_notice = false;
 	int rc;
 
 	if (m->probe != NULL) {
@@ -682,6 +693,8 @@ static void msg_finalize(struct deliver *d, struct dmsg *m)
 		r->attempts = r->attempts < 65535 ? r->attempts + 1 : 65535;
 		if (r->verdict == QUEUE_DELIVER) {
 			r->state = SPOOL_RCPT_DELIVERED;
+			if ((r->notify & SPOOL_NOTIFY_SUCCESS) && (r->is_final || !r->is_peer_dsn))
+				any_success_notice = true;
 		} else if (r->verdict == QUEUE_BOUNCE) {
 			r->state = SPOOL_RCPT_FAILED;
 			any_failed = true;
@@ -715,7 +728,7 @@ static void msg_finalize(struct deliver *d, struct dmsg *m)
 		u[n_u].next_attempt_unix = r->next_attempt_unix;
 		n_u++;
 	}
-	if (any_failed && bounce(d, m) < 0) {
+	if (any_failed && bounce(d, m, DSN_KIND_FAILURE) < 0) {
 		/* without its bounce a failure must not be recorded: make
 		 * those recipients deferred instead (tried and bounced again) */
 		for (size_t k = 0; k < n_u; k++) {
@@ -728,6 +741,8 @@ static void msg_finalize(struct deliver *d, struct dmsg *m)
 			}
 		}
 	}
+	if (any_success_notice)
+		bounce(d, m, DSN_KIND_SUCCESS);   /* best effort: logged when it fails */
 	if (n_u == 0) {
 		free(u);
 		msg_forget(d, m);
@@ -1853,8 +1868,17 @@ static void conn_result(struct conn *c, const struct smtp_client_ev *ev, enum qu
 		rcpt_result(c->d, t->m, t->idx[ev->rcpt_index], &o, rp->code, rp->text, c->relay);
 		c->answered[ev->rcpt_index] = 1;
 	}
-	if (o.verdict == QUEUE_DELIVER)
+	if (o.verdict == QUEUE_DELIVER) {
 		queue_dest_success(&c->site->health);
+		if (ev->kind == SMTP_CLIENT_EV_DATA_RESULT) {
+			bool has_dsn = smtp_client_caps(c->cl)->dsn;
+			for (unsigned k = 0; k < t->n; k++) {
+				struct drcpt *r = &t->m->rcpts[t->idx[k]];
+				r->is_final = c->site->is_lmtp;
+				r->is_peer_dsn = has_dsn;
+			}
+		}
+	}
 }
 
 /* conn_failed - the client FAILED: next host, or the transaction's
