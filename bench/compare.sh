@@ -292,7 +292,7 @@ ringmta_start() {   # ringmta_start accept|relay
 	local extra=()
 	[ "$1" = relay ] && extra=(-o "relayhost=[127.0.0.1]:$sink_port")
 	rm -rf "$work/rm-spool"; mkdir -m 700 "$work/rm-spool"; chown "$user" "$work/rm-spool"
-	"$RINGMTA_BIN" -o "listen=127.0.0.1:${port[ringmta]}" -o "spool_dir=$work/rm-spool" \
+	"$RINGMTA_BIN" -o "listen=127.0.0.1:${port[ringmta]}" -o "spool_dir=$work/rm-spool" -o delivery=no \
 		-o durability=batch -o "user=$user" -o myhostname=ringmta-bench.test \
 		-o max_connections_per_ip=1000 "${extra[@]}" 2>>"$work/ringmta.log" &
 	pid[ringmta]=$!

@@ -89,7 +89,7 @@ rm_start() {
 	rm -rf "$work/rm-spool"
 	mkdir -m 700 "$work/rm-spool"
 	chown "$user" "$work/rm-spool"
-	"$RINGMTA_BIN" -o "listen=127.0.0.1:$rm_port" -o "spool_dir=$work/rm-spool" \
+	"$RINGMTA_BIN" -o "listen=127.0.0.1:$rm_port" -o "spool_dir=$work/rm-spool" -o delivery=no \
 		-o durability=batch -o "user=$user" \
 		-o "max_connections=$((idle + 500))" -o "max_connections_per_ip=$((idle + 500))" \
 		</dev/null >>"$work/ringmta.log" 2>&1 &

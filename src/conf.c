@@ -1331,6 +1331,39 @@ static const struct conf_key conf_keys[] = {
 	  .doc = "Size of one spool segment file, to which message data is "
 		"appended; when one is full the next is started." },
 
+	{ .name = "delivery", .kind = K_BOOL, F(is_delivery),
+	  .names = bool_names, .def = "yes", .values = "yes or no",
+	  .doc = "Deliver queued mail. no: accept and queue only (an "
+		"accept-only benchmark, or holding everything while the next "
+		"hop is down); the queue is delivered once this is yes again." },
+	{ .name = "smtp_tcp_port", .kind = K_UINT, F(smtp_tcp_port), .min = 1,
+	  .max = 65535, .def = "25", .values = "1..65535",
+	  .doc = "Outbound: the TCP port of MX hosts, and of next hops "
+		"given without a port." },
+	{ .name = "smtp_command_timeout", .kind = K_MS,
+	  F(smtp_command_timeout_ms), .min = MS_SEC, .max = MS_HOUR,
+	  .def = "5m", .values = DURATION_VALUES("1s..1h"),
+	  .doc = "Outbound: how long to wait for each reply (greeting, "
+		"EHLO, MAIL, RCPT, DATA, end of data: RFC 5321 4.5.3.2 asks "
+		"for at least 5 minutes, 10 for the end of data, which gets "
+		"twice this value) and for each block of the body to be "
+		"sent." },
+	{ .name = "bounce_size_limit", .kind = K_BYTES,
+	  F(bounce_size_limit), .min = 0, .max = 1ULL << 30, .def = "50k",
+	  .values = "a size, 0..1G, with an optional k, M, G suffix",
+	  .doc = "A bounce returns at most this much of the original message "
+		"(RET=FULL); a larger one is returned as its headers only." },
+	{ .name = "verify_positive_ttl", .kind = K_MS,
+	  F(verify_positive_ttl_ms), .min = MS_SEC, .max = 100 * MS_DAY,
+	  .def = "1h", .values = DURATION_VALUES("1s..100d"),
+	  .doc = "verify_recipients: how long a recipient the next hop "
+		"accepted is remembered as valid." },
+	{ .name = "verify_negative_ttl", .kind = K_MS,
+	  F(verify_negative_ttl_ms), .min = MS_SEC, .max = 100 * MS_DAY,
+	  .def = "5m", .values = DURATION_VALUES("1s..100d"),
+	  .doc = "verify_recipients: how long a recipient the next hop "
+		"refused (5xx) is remembered as unknown. Temporary answers "
+		"are never remembered." },
 	/* parsed and validated now, used by later issues */
 	{ .name = "transport_map", .kind = K_PATH, F(transport_map),
 	  .is_later = true, .is_empty_ok = true, .def = "",
@@ -1349,63 +1382,64 @@ static const struct conf_key conf_keys[] = {
 	  .doc = "Ask the next hop (an RCPT probe, cached) whether a "
 		"recipient in relay_domains exists before accepting it." },
 	{ .name = "dns_servers", CUSTOM(set_dns_servers, dump_dns_servers),
-	  .is_later = true, .is_empty_ok = true, .def = "",
+	  .is_empty_ok = true, .def = "",
 	  .values = "IP addresses separated by commas and/or blanks: "
 		"a.b.c.d[:port], [IPv6][:port] or IPv6; port default 53; at "
 		"most 8",
 	  .doc = "Recursive DNS resolvers to ask. Empty: the nameserver "
 		"lines of resolv_conf." },
 	{ .name = "resolv_conf", .kind = K_PATH, F(resolv_conf),
-	  .is_later = true, .is_empty_ok = true, .def = "/etc/resolv.conf",
+	  .is_empty_ok = true, .def = "/etc/resolv.conf",
 	  .values = "a file path; empty only when dns_servers is set",
 	  .doc = "File whose nameserver lines are used when dns_servers is "
 		"empty." },
 	{ .name = "max_messages_per_connection", .kind = K_UINT,
-	  F(max_messages_per_connection), .is_later = true, .min = 1,
+	  F(max_messages_per_connection), .min = 1,
 	  .max = 100000, .def = "100", .values = "1..100000",
 	  .doc = "Outbound: most messages sent over one SMTP connection "
 		"before it is closed and a new one opened." },
 	{ .name = "destination_concurrency_limit", .kind = K_UINT,
-	  F(destination_concurrency_limit), .is_later = true, .min = 1,
+	  F(destination_concurrency_limit), .min = 1,
 	  .max = 10000, .def = "20", .values = "1..10000",
 	  .doc = "Outbound: most connections open at once to one "
 		"destination domain (or relayhost)." },
 	{ .name = "destination_rate_limit", CUSTOM(set_rate, dump_rate),
-	  .is_later = true, .def = "0",
+	  .def = "0",
 	  .values = "0 (no limit) or N/DURATION such as 100/1m or 5/s; N "
 		"1..1000000, DURATION 1s..1d",
 	  .doc = "Outbound: most messages started to one destination per "
 		"time window; the others wait in the queue." },
 	{ .name = "destination_recipient_limit", .kind = K_UINT,
-	  F(destination_recipient_limit), .is_later = true, .min = 1,
+	  F(destination_recipient_limit), .min = 1,
 	  .max = 100000, .def = "50", .values = "1..100000",
 	  .doc = "Outbound: most recipients in one transaction; a message "
 		"with more is sent in several transactions." },
 	{ .name = "connect_timeout", .kind = K_MS, F(connect_timeout_ms),
-	  .is_later = true, .min = MS_SEC, .max = 10 * MS_MIN, .def = "30s",
+	  .min = MS_SEC, .max = 10 * MS_MIN, .def = "30s",
 	  .values = DURATION_VALUES("1s..10m"),
 	  .doc = "Outbound: how long a TCP connection attempt may take before "
 		"the next address is tried." },
 	{ .name = "connection_idle_timeout", .kind = K_MS,
-	  F(connection_idle_timeout_ms), .is_later = true, .min = 0,
+	  F(connection_idle_timeout_ms), .min = 0,
 	  .max = MS_HOUR, .def = "5s", .values = DURATION_VALUES("0..1h"),
 	  .doc = "Outbound: how long an idle connection stays open for the "
 		"next message to the same destination; 0 closes it after "
 		"the last message." },
 	{ .name = "retry_schedule", CUSTOM(set_retry, dump_retry),
-	  .is_later = true, .def = "5m 10m 20m 40m 1h",
+	  .def = "5m 10m 20m 40m 1h",
 	  .values = "1 to 32 durations (1s..1d each) separated by commas "
 		"and/or blanks",
 	  .doc = "Delays before the retries of a deferred message: retry n "
 		"waits the n-th value, and every retry after the list waits "
 		"the last one, until maximal_queue_lifetime." },
 	{ .name = "maximal_queue_lifetime", .kind = K_MS,
-	  F(maximal_queue_lifetime_ms), .is_later = true, .min = MS_MIN,
-	  .max = 100 * MS_DAY, .def = "5d", .values = DURATION_VALUES("1m..100d"),
+	  F(maximal_queue_lifetime_ms), .min = 0,
+	  .max = 100 * MS_DAY, .def = "5d", .values = DURATION_VALUES("0..100d"),
 	  .doc = "How long a message may stay deferred before it is returned "
-		"to the sender (RFC 5321 4.5.4.1: give up after 4-5 days)." },
+		"to the sender (RFC 5321 4.5.4.1: give up after 4-5 days). 0: "
+		"one attempt only; a temporary failure bounces at once." },
 	{ .name = "delay_warning_time", .kind = K_MS,
-	  F(delay_warning_time_ms), .is_later = true, .min = 0,
+	  F(delay_warning_time_ms), .min = 0,
 	  .max = 100 * MS_DAY, .def = "0", .values = DURATION_VALUES(
 		"0..100d; below maximal_queue_lifetime"),
 	  .doc = "Deferred this long, a message's sender gets a delay "

@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "ringmta/deliver.h"
 #include "ringmta/log.h"
 #include "ringmta/session.h"
 
@@ -70,6 +71,13 @@ static void on_accept(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 	}
 }
 
+void server_commit_done(void *owner, const char *queue_id, int status)
+{
+	struct server_owner *o = owner;
+
+	o->done(o, queue_id, status);
+}
+
 /* loop_end - start the fsync for everything completed since the last. */
 static void loop_end(struct reactor *r)
 {
@@ -77,13 +85,14 @@ static void loop_end(struct reactor *r)
 	struct rm_err err = { 0, "" };
 	int fd;
 
+	deliver_loop_end(sv->deliver);
 	while (!sv->is_fsync_inflight) {
 		fd = spool_shard_sync_begin(sv->shard);
 		if (fd < 0)
 			return;
 		if (!sv->is_durable) {
 			/* durability = none: the relaxed benchmark mode, no fsync. */
-			spool_shard_sync_end(sv->shard, 0, session_commit_done, &err);
+			spool_shard_sync_end(sv->shard, 0, server_commit_done, &err);
 			continue;
 		}
 		struct io_uring_sqe *sqe = reactor_sqe(r);
@@ -102,7 +111,7 @@ static void on_fsync(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 	sv->is_fsync_inflight = false;
 	if (cqe->res < 0)
 		log_warn("r%u spool: fdatasync: %s", r->id, strerror(-cqe->res));
-	spool_shard_sync_end(sv->shard, cqe->res, session_commit_done, &err);
+	spool_shard_sync_end(sv->shard, cqe->res, server_commit_done, &err);
 	if (err.code < 0)
 		log_warn("r%u %s", r->id, err.msg);
 }
@@ -151,6 +160,7 @@ static void stop(struct reactor *r)
 		next = session_list_next(s);
 		session_shutdown(s);
 	}
+	deliver_stop(sv->deliver);
 }
 
 static bool is_done(struct reactor *r)
@@ -160,7 +170,8 @@ static bool is_done(struct reactor *r)
 	for (unsigned i = 0; i < sv->n_listeners; i++)
 		if (sv->listeners[i].fd >= 0)
 			return false;   /* its accept's cancel has not completed */
-	return sv->n_sessions == 0 && !sv->is_fsync_inflight;
+	return sv->n_sessions == 0 && !sv->is_fsync_inflight &&
+	       deliver_is_done(sv->deliver);
 }
 
 static void buf_free(struct reactor *r);
@@ -199,6 +210,7 @@ static void tick(struct reactor *r)
 		else
 			session_tick(s, r->now_ms);
 	}
+	deliver_tick(sv->deliver);
 }
 
 static void buf_free(struct reactor *r)
@@ -271,7 +283,11 @@ int server_init(struct server *sv, unsigned id, const struct conf *conf,
 		sv->listeners[i].is_paused = false;
 	}
 	sv->n_listeners = n_listen;
-	return spool_shard_open(sp, id, &sv->shard, err);
+	sv->spool = sp;
+	rc = spool_shard_open(sp, id, &sv->shard, err);
+	if (rc < 0)
+		return rc;
+	return deliver_new(&sv->deliver, sv, err);
 }
 
 void server_fini(struct server *sv)
@@ -279,6 +295,8 @@ void server_fini(struct server *sv)
 	/* A reactor that failed before its loop never ran finish(). */
 	spool_shard_close(sv->shard);
 	sv->shard = NULL;
+	deliver_free(sv->deliver);
+	sv->deliver = NULL;
 	for (unsigned i = 0; i < sv->n_listeners; i++)
 		if (sv->listeners[i].fd >= 0)
 			close(sv->listeners[i].fd);

@@ -34,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ringmta/deliver.h"
 #include "ringmta/log.h"
 #include "ringmta/net.h"
 #include "ringmta/reactor.h"
@@ -53,6 +54,7 @@ struct rcpt_ref {
 };
 
 struct session {
+	struct server_owner own;        /* the spool's done callback */
 	struct session *next, *prev;    /* reactor's session list */
 	struct session *starved_next;   /* reactor's -ENOBUFS list */
 	struct server *sv;
@@ -328,7 +330,7 @@ static void on_body(struct session *s, const struct smtp_server_ev *ev)
 }
 
 /* on_data_end - hand the message to the group commit; the answer comes in
- * session_commit_done() once the batch is on disk. */
+ * commit_done() once the batch is on disk. */
 static void on_data_end(struct session *s)
 {
 	struct rm_err err = { 0, "" };
@@ -363,7 +365,7 @@ static void on_data_end(struct session *s)
 	env.client_addr = s->peer_str;
 	env.helo = s->helo;
 	env.arrival_unix = time(NULL);
-	rc_end = spool_msg_end(s->msg, &env, s, &err);
+	rc_end = spool_msg_end(s->msg, &env, &s->own, &err);
 	s->msg = NULL;
 	if (rc != rc_small)
 		free(rc);
@@ -375,9 +377,10 @@ static void on_data_end(struct session *s)
 	s->awaiting_commit = true;
 }
 
-void session_commit_done(void *owner, const char *queue_id, int status)
+/* commit_done - the group commit for this session's message ended. */
+static void commit_done(struct server_owner *o, const char *queue_id, int status)
 {
-	struct session *s = owner;
+	struct session *s = (struct session *)o;     /* own is the first member */
 
 	s->awaiting_commit = false;
 	if (status == 0) {
@@ -389,6 +392,7 @@ void session_commit_done(void *owner, const char *queue_id, int status)
 		log_info("r%u s=%016llx q=%s smtp_server: accepted client=%s from=\"<%s>\" nrcpt=%zu",
 			 s->sv->r.id, (unsigned long long)s->id, queue_id, s->peer_str,
 			 from, s->n_rcpts);
+		deliver_accepted(s->sv->deliver, queue_id);
 	} else {
 		log_warn("r%u s=%016llx q=%s smtp_server: commit failed: %s", s->sv->r.id,
 			 (unsigned long long)s->id, queue_id, spool_strerror(status));
@@ -553,6 +557,7 @@ void session_accept(struct server *r, int fd, const struct sockaddr *peer,
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
 	memset(s, 0, offsetof(struct session, srv));
 	s->sv = r;
+	s->own.done = commit_done;
 	s->fd = fd;
 	s->in_bid = -1;
 	s->id = ((uint64_t)r->r.id << 56) ^ ((uint64_t)time(NULL) << 24) ^ ++r->next_session_id;

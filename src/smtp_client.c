@@ -888,6 +888,16 @@ static bool pump_envelope(struct smtp_client *c)
 	}
 	if (c->is_data_sent || c->is_data_go)
 		return true;
+	if (c->txn->is_probe) {
+		/* verification: every RCPT reply in, then RSET (MAIL accepted)
+		 * or nothing; never DATA */
+		if (c->pipe_len)
+			return true;
+		if (c->txn_status == SMTP_CLIENT_TXN_SENT)
+			c->txn_status = SMTP_CLIENT_TXN_ABORTED;
+		c->is_txn_over = true;
+		return true;
+	}
 	if (c->is_bdat || !c->is_pipelining) {
 		/* BDAT, or lock-step DATA: only after every RCPT reply */
 		if (c->pipe_len)

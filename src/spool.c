@@ -2027,6 +2027,141 @@ int spool_read(struct spool *sp, const char *id,
 	return rc;
 }
 
+struct spool_reader {
+	struct spool *sp;
+	char ids[SPOOL_ID_BYTES + 1];
+	uint64_t id;
+	struct msg_loc loc;
+	uint32_t i;             /* next extent */
+	int fd;
+	uint64_t seq;
+	uint32_t seed, crc;
+	uint64_t size;
+	uint8_t *rec;
+};
+
+int spool_reader_open(struct spool *sp, const char *id, struct spool_reader **out,
+		      struct rm_err *err)
+{
+	struct spool_reader *rd;
+	uint32_t max_len = 0;
+	uint64_t v;
+	int rc;
+
+	if (id == NULL || id_parse(id, &v) < 0)
+		return rm_err_set(err, -EINVAL, "spool: read: malformed queue id");
+	if ((rd = calloc(1, sizeof(*rd))) == NULL)
+		return rm_err_set(err, -ENOMEM, "spool: read %s: %s", id, strerror(ENOMEM));
+	if ((rc = locate(sp, id, v, &rd->loc, err)) < 0) {
+		free(rd);
+		return rc;
+	}
+	for (uint32_t i = 0; i < rd->loc.n_extents; i++) {
+		uint32_t len = get_le32(rd->loc.extents + (size_t)i * EXTENT_BYTES + 4);
+		if (len > max_len)
+			max_len = len;
+	}
+	if (max_len > SPOOL_CHUNK_BYTES)
+		max_len = SPOOL_CHUNK_BYTES;
+	/* Sized to the largest chunk: a 1 KiB message costs 1 KiB, not 64. */
+	if ((rd->rec = malloc(REC_HDR_BYTES + (size_t)max_len)) == NULL) {
+		free(rd->loc.extents);
+		free(rd);
+		return rm_err_set(err, -ENOMEM, "spool: read %s: %s", id, strerror(ENOMEM));
+	}
+	rd->sp = sp;
+	memcpy(rd->ids, id, SPOOL_ID_BYTES);
+	rd->ids[SPOOL_ID_BYTES] = '\0';
+	rd->id = v;
+	rd->fd = -1;
+	rd->seq = UINT64_MAX;
+	*out = rd;
+	return 0;
+}
+
+int spool_reader_next(struct spool_reader *rd, const uint8_t **p, size_t *len,
+		      struct rm_err *err)
+{
+	const uint8_t *ext;
+	uint32_t n;
+	int rc;
+
+	if (rd->i == rd->loc.n_extents) {
+		if (rd->size != rd->loc.size || rd->crc != rd->loc.crc)
+			return rm_err_set(err, SPOOL_ECORRUPT, "spool: read %s: content "
+					  "checksum mismatch", rd->ids);
+		return 0;
+	}
+	ext = rd->loc.extents + (size_t)rd->i * EXTENT_BYTES;
+	n = get_le32(ext + 4);
+	if (get_le32(ext) != rd->seq) {
+		if (rd->fd >= 0)
+			close(rd->fd);
+		rd->seq = get_le32(ext);
+		rd->fd = seg_open_read(rd->sp, id_shard(rd->id), rd->seq, &rd->seed, err);
+		if (rd->fd < 0)
+			return rd->fd;
+	}
+	if ((rc = read_extent(rd->fd, rd->seed, ext, rd->id, rd->rec)) < 0)
+		return rm_err_set(err, rc, "spool: read %s: segment %03u/%010" PRIu64
+				  " offset %" PRIu64 ": %s", rd->ids, id_shard(rd->id),
+				  rd->seq, get_le64(ext + 8), spool_strerror(rc));
+	rd->crc = spool_crc32c(rd->crc, rd->rec + REC_HDR_BYTES, n);
+	rd->size += n;
+	rd->i++;
+	*p = rd->rec + REC_HDR_BYTES;
+	*len = n;
+	return 1;
+}
+
+void spool_reader_close(struct spool_reader *rd)
+{
+	if (rd == NULL)
+		return;
+	if (rd->fd >= 0)
+		close(rd->fd);
+	free(rd->loc.extents);
+	free(rd->rec);
+	free(rd);
+}
+
+int spool_get(struct spool *sp, const char *id,
+	      int (*cb)(void *arg, const struct spool_entry *e), void *arg,
+	      struct rm_err *err)
+{
+	struct rcpt_arr ra = { NULL, 0 };
+	MDB_txn *txn;
+	uint8_t k[8];
+	MDB_val key = { 8, k }, v;
+	uint64_t n;
+	int rc;
+
+	if (id == NULL || id_parse(id, &n) < 0)
+		return rm_err_set(err, -EINVAL, "spool: get: malformed queue id");
+	put_be64(k, n);
+	if ((rc = mdb_txn_begin(sp->env, NULL, MDB_RDONLY, &txn)) != 0)
+		return lmdb_err(err, rc, "mdb_txn_begin");
+	rc = mdb_get(txn, sp->db_msg, &key, &v);
+	if (rc == MDB_NOTFOUND)
+		rc = rm_err_set(err, -ENOENT, "spool: get %s: no such message", id);
+	else if (rc != 0)
+		rc = lmdb_err(err, rc, "mdb_get");
+	else
+		rc = emit(n, &v, &ra, cb, arg, err);
+	mdb_txn_abort(txn);
+	free(ra.r);
+	return rc;
+}
+
+int spool_id_shard(const char *id)
+{
+	uint64_t v;
+
+	if (id == NULL || id_parse(id, &v) < 0)
+		return -EINVAL;
+	return (int)id_shard(v);
+}
+
 /* ---- recovery: rebuild the index from the segments ------------------------------ */
 
 /* struct pend - a message whose chunks were seen but not yet its COMMIT. */

@@ -156,6 +156,12 @@ struct conf {
 	enum conf_durability durability;
 	uint64_t spool_map_size;       /* bytes */
 	uint64_t spool_segment_size;   /* bytes */
+	bool is_delivery;              /* delivery = yes */
+	unsigned smtp_tcp_port;
+	uint64_t smtp_command_timeout_ms;
+	uint64_t bounce_size_limit;    /* bytes */
+	uint64_t verify_positive_ttl_ms;
+	uint64_t verify_negative_ttl_ms;
 	/* --- parsed and validated now, used by later issues -------------- */
 	char transport_map[PATH_MAX];  /* "" = none */
 	char relay_recipients[PATH_MAX]; /* "" = none */

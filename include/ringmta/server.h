@@ -33,9 +33,25 @@ enum server_op {
 	SERVER_OP_RECV,
 	SERVER_OP_SEND,
 	SERVER_OP_FSYNC,
+	/* 5..7 free; 8..11 belong to the delivery engine (deliver.c) */
+	SERVER_OP_DELIVER_FIRST = 8,
 };
 
 struct session;
+struct deliver;
+
+/*
+ * struct server_owner - the owner of an item of the spool's pending batch
+ * (a message a session received, a delivery update, a bounce): the group
+ * commit hands each item's result to its owner's done(). Embed it and
+ * pass its address as the spool owner.
+ */
+struct server_owner {
+	void (*done)(struct server_owner *o, const char *queue_id, int status);
+};
+
+/* server_commit_done - the spool's done callback: dispatches to the owner. */
+void server_commit_done(void *owner, const char *queue_id, int status);
 
 /* struct server_listener - one listening socket of one reactor. */
 struct server_listener {
@@ -49,6 +65,8 @@ struct server {
 	struct reactor r;
 	const struct conf *conf;
 	struct spool_shard *shard;
+	struct spool *spool;
+	struct deliver *deliver;        /* the outbound engine of this reactor */
 	bool is_fsync_inflight;
 	bool is_durable;                /* durability = batch */
 	struct server_listener *listeners;

@@ -230,6 +230,7 @@ struct smtp_client_txn {
 	bool is_smtputf8;                    /* SMTPUTF8: needed for 8-bit addresses; E_NEED_EXT if not offered */
 	uint8_t ret;                         /* enum smtp_proto_ret; sent only when DSN is offered */
 	const char *envid;                   /* ENVID xtext or NULL; sent only when DSN is offered */
+	bool is_probe;                       /* recipient verification: MAIL and the RCPTs only, then RSET; no DATA (TXN_DONE status ABORTED) */
 };
 
 /*
@@ -294,7 +295,7 @@ enum smtp_client_txn_status {
 	SMTP_CLIENT_TXN_MAIL_REFUSED, /* MAIL refused: its reply applies to every recipient */
 	SMTP_CLIENT_TXN_NO_RCPT,      /* every RCPT refused */
 	SMTP_CLIENT_TXN_DATA_REFUSED, /* DATA or a BDAT chunk refused: its DATA_RESULT applies to every accepted recipient */
-	SMTP_CLIENT_TXN_ABORTED,      /* the host called smtp_client_rset() in the transaction */
+	SMTP_CLIENT_TXN_ABORTED,      /* the host called smtp_client_rset() in the transaction, or a probe (is_probe) ended */
 };
 
 /* struct smtp_client_txn_done - the summary handed out with TXN_DONE. */

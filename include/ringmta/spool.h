@@ -528,4 +528,45 @@ int spool_read(struct spool *sp, const char *id,
 	       int (*cb)(void *arg, const void *p, size_t len), void *arg,
 	       struct rm_err *err);
 
+/*
+ * spool_get - call cb once with the index entry of message id (as
+ * spool_list() would), in its own read txn. Returns 0, cb's value,
+ * -EINVAL (malformed id), -ENOENT, -ENOMEM, SPOOL_ECORRUPT, SPOOL_EINDEX.
+ */
+int spool_get(struct spool *sp, const char *id,
+	      int (*cb)(void *arg, const struct spool_entry *e), void *arg,
+	      struct rm_err *err);
+
+/* spool_id_shard - the shard named in queue id, or -EINVAL if malformed. */
+int spool_id_shard(const char *id);
+
+/*
+ * struct spool_reader - the content of one message read piece by piece
+ * (the delivery engine's body stream): bounded memory, one chunk at a
+ * time, so a connection can stop when its socket is full and go on later.
+ */
+struct spool_reader;
+
+/*
+ * spool_reader_open - start reading message id. *out belongs to the
+ * caller until spool_reader_close(). Its buffer is the size of the
+ * message's largest chunk (at most SPOOL_CHUNK_BYTES). Returns 0, -EINVAL,
+ * -ENOENT, -ENOMEM, SPOOL_ECORRUPT, SPOOL_EINDEX.
+ */
+int spool_reader_open(struct spool *sp, const char *id, struct spool_reader **out,
+		      struct rm_err *err);
+
+/*
+ * spool_reader_next - the next piece: 1 with *p and *len set (valid until the
+ * next call or the close; the chunk's crc32c checked), 0 at the end (the
+ * whole content checked against the COMMIT's size and checksum), or a
+ * negative code: -errno (open, pread), SPOOL_ECORRUPT. Blocking preads
+ * (page-cache hits for fresh mail).
+ */
+int spool_reader_next(struct spool_reader *rd, const uint8_t **p, size_t *len,
+		      struct rm_err *err);
+
+/* spool_reader_close - free rd; NULL does nothing. */
+void spool_reader_close(struct spool_reader *rd);
+
 #endif

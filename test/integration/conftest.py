@@ -490,6 +490,9 @@ def make_daemon(request, ringmta_bin):
     dirs = []
 
     def factory(conf_file=None, start=True, **opts):
+        # No test delivers unless it asks: mail to example.com must never
+        # reach a real DNS server or host.
+        opts.setdefault("delivery", "no")
         top = tempfile.mkdtemp(prefix="ringmta-it-", dir=_tmp_parent())
         os.chmod(top, 0o755)  # the dropped-privilege user must traverse it
         dirs.append(top)

@@ -50,6 +50,7 @@ static const struct ttxn txns[] = {
 	/* 11 */ { { "a@x.example", R_B, 1, false, 0, 0, false, 0, NULL }, { "Hello\r\n", "World\r\n", "!\r\n" } },
 	/* 12 */ { { "a@x.example", R_B, 1, false, 0, 0, false, 0, NULL }, { "no newline" } },
 	/* 13 */ { { "a@x.example\r\nRSET", R_B, 1, false, 0, 0, false, 0, NULL }, { "Hi\r\n" } },
+	/* 14 */ { { "", R_BC, 2, false, 0, 0, false, 0, NULL, true }, { "" } },
 };
 
 /* --- scenario table ------------------------------------------------------------------ */
@@ -133,6 +134,18 @@ static const struct scase cases[] = {
 	  L_READY_PIPE L_MAIL L_RCPT0 L_QUEUED "DONE sent 1/1 7; "
 	  L_MAIL "RCPT0 550 5.1.1 no such user; DONE no_rcpt 0/0 0; "
 	  L_MAIL L_RCPT0 L_QUEUED "DONE sent 1/1 7; CLOSED; " },
+	{ "recipient probe, pipelined: MAIL and RCPTs, RSET, no DATA", 0,
+	  S_GREET S_EHLO_PIPE S_MAIL S_RCPT "550 5.1.1 no such user\r\n" S_OK S_BYE, NULL, "T14 Q",
+	  "EHLO client.example\r\nMAIL FROM:<>\r\nRCPT TO:<b@y.example>\r\nRCPT TO:<c@y.example>\r\nRSET\r\nQUIT\r\n",
+	  L_READY_PIPE L_MAIL L_RCPT0 "RCPT1 550 5.1.1 no such user; DONE aborted 1/0 0; CLOSED; " },
+	{ "recipient probe, lock-step", 0,
+	  S_GREET S_EHLO_PLAIN S_MAIL S_RCPT "550 5.1.1 no such user\r\n" S_OK S_BYE, NULL, "T14 Q",
+	  "EHLO client.example\r\nMAIL FROM:<>\r\nRCPT TO:<b@y.example>\r\nRCPT TO:<c@y.example>\r\nRSET\r\nQUIT\r\n",
+	  "READY 8bit; " L_MAIL L_RCPT0 "RCPT1 550 5.1.1 no such user; DONE aborted 1/0 0; CLOSED; " },
+	{ "recipient probe, MAIL refused", 0,
+	  S_GREET S_EHLO_PIPE "451 4.3.0 try later\r\n" "503 5.5.1 no MAIL\r\n" "503 5.5.1 no MAIL\r\n" S_BYE, NULL, "T14 Q",
+	  "EHLO client.example\r\nMAIL FROM:<>\r\nRCPT TO:<b@y.example>\r\nRCPT TO:<c@y.example>\r\nQUIT\r\n",
+	  L_READY_PIPE "MAIL 451 4.3.0 try later; DONE mail_refused 0/0 0; CLOSED; " },
 	{ "RSET probe of an idle connection", 0,
 	  S_GREET S_EHLO_PLAIN S_OK S_MAIL S_RCPT S_GO S_QUEUED S_BYE, NULL, "R T0 Q",
 	  C_EHLO C_RSET C_MAIL0 C_RB C_DATA C_HELLO C_QUIT,
