@@ -187,12 +187,21 @@ KV_RE = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
 
 
 def parse_deliver_line(line):
-    """parse_deliver_line - one `deliver:` line as a dict (quotes removed)."""
+    """parse_deliver_line - one `deliver:` line as a dict (quotes removed).
+
+    Keys come from the whole line, so q= counts whether it stands in the
+    line's prefix (`r0 q=ID deliver: ...`) or after `deliver:`; to= loses
+    its angle brackets (`to=<a@b>` as Postfix writes it), to_raw keeps them.
+    """
     out = {}
-    for k, v in KV_RE.findall(line.split("deliver: ", 1)[1]):
+    for k, v in KV_RE.findall(line):
         if v.startswith('"') and v.endswith('"') and len(v) >= 2:
             v = v[1:-1].replace('\\"', '"').replace("\\\\", "\\")
         out[k] = v
+    if "to" in out:
+        out["to_raw"] = out["to"]
+        if out["to"].startswith("<") and out["to"].endswith(">"):
+            out["to"] = out["to"][1:-1]
     out["_line"] = line
     return out
 
@@ -226,6 +235,44 @@ def statuses(records, rcpt):
 def engine_available(binary):
     """engine_available - whether this ringmta has the delivery engine (issue 4)."""
     return has_config(binary, "delivery=yes")
+
+
+_PROBES = {}
+
+
+def maps_available(binary):
+    """maps_available - whether this ringmta loads transport_map/relay_recipients files.
+
+    The keys were parsed (as paths) long before the maps existed; a binary
+    with the maps refuses a file with a bad line at --check-config.
+    """
+    key = ("maps", binary)
+    if key not in _PROBES:
+        d = tmp_dir("ringmta-probe-")
+        bad = d / "transport_map"
+        bad.write_text("this line is not a route\n")
+        try:
+            r = subprocess.run([binary, "--check-config", "-o", f"transport_map={bad}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+            _PROBES[key] = r.returncode != 0
+        except (OSError, subprocess.TimeoutExpired):
+            _PROBES[key] = False
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+    return _PROBES[key]
+
+
+def queue_admin_available(binary):
+    """queue_admin_available - whether `ringmta queue hold|release|...` exists (its --help)."""
+    key = ("admin", binary)
+    if key not in _PROBES:
+        try:
+            r = subprocess.run([binary, "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               timeout=60)
+            _PROBES[key] = b"queue hold" in r.stdout
+        except (OSError, subprocess.TimeoutExpired):
+            _PROBES[key] = False
+    return _PROBES[key]
 
 
 # --- (a) Postfix smtp-sink ------------------------------------------------------
@@ -1390,6 +1437,21 @@ def deliver_engine(ringmta_bin):
         pytest.skip("no delivery engine in this ringmta yet (--check-config -o delivery=yes"
                     " fails): issue 4")
     return ringmta_bin
+
+
+@pytest.fixture
+def maps_feature(deliver_engine):
+    """maps_feature - skip unless transport_map and relay_recipients files are loaded."""
+    if not maps_available(deliver_engine):
+        pytest.skip("this ringmta does not load transport_map/relay_recipients files yet"
+                    " (a bad map line passes --check-config)")
+
+
+@pytest.fixture
+def queue_admin_feature(deliver_engine):
+    """queue_admin_feature - skip unless `ringmta queue hold|release|delete|flush|show` exist."""
+    if not queue_admin_available(deliver_engine):
+        pytest.skip("this ringmta has no queue hold/release/delete/flush/show yet")
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ Owns:     one delivering ringmta per test (mynetworks empty: the test
 Must not: reach anything but 127.0.0.1 and Dovecot's own unix socket.
 Interface: pytest-3 test/integration/test_deliver_lmtp_gateway.py
 Limits:   every wait polls with a timeout (DELIVER_S).
-Skips:    without the delivery engine (issue 4), without dovecot-core +
-          dovecot-lmtpd, not root.
+Skips:    without the delivery engine (issue 4) or the map files
+          (transport_map), without dovecot-core + dovecot-lmtpd, not root.
 Assumes:  relay_recipients is a file of addresses, one per line.
 Standards: RFC 2033 (LMTP), RFC 5321 3.6.2/4.2.5 (550 5.1.1 unknown
           mailbox, 450 4.1.1 when the mailbox cannot be checked now),
@@ -21,6 +21,7 @@ from conftest import has_config
 from peers import (rcpt_reply, send_mail, statuses, strip_headers, wait_deliver, wait_for,
                    wait_queue_empty, write_map)
 
+pytestmark = pytest.mark.usefixtures("maps_feature")
 DELIVER_S = 30
 TRACE = ["Return-Path", "Delivered-To", "Received"]
 

@@ -6,14 +6,17 @@ Owns:     one delivering ringmta, a script sink speaking LMTP on a unix
 Must not: reach anything but 127.0.0.1 and the sink's unix socket.
 Interface: pytest-3 test/integration/test_deliver_lmtp_per_recipient.py
 Limits:   every wait polls with a timeout (DELIVER_S).
-Skips:    without the delivery engine (issue 4).
+Skips:    without the delivery engine (issue 4) or the map files (transport_map).
 Standards: RFC 2033 4.2 (after DATA, one reply per successful RCPT, in
           order), RFC 5321 4.5.4.1 (retry only what failed temporarily).
 """
 
+import pytest
+
 from peers import (deliver_log, parse_dsn, send_mail, statuses, wait_deliver,
                    wait_for, wait_queue_empty, write_map)
 
+pytestmark = pytest.mark.usefixtures("maps_feature")
 DELIVER_S = 30
 
 

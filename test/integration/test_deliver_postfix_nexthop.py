@@ -6,14 +6,18 @@ Owns:     one delivering ringmta, one private Postfix (PostfixPeer: own
 Must not: reach anything but 127.0.0.1; the system Postfix is untouched.
 Interface: pytest-3 test/integration/test_deliver_postfix_nexthop.py
 Limits:   every wait polls with a timeout (DELIVER_S).
-Skips:    without the delivery engine (issue 4), without postfix, not root.
+Skips:    without the delivery engine (issue 4) or the map files
+          (transport_map), without postfix, not root.
 Standards: RFC 5321 3.7.2 (trace fields only are added), 4.2.2 (550 5.1.1
           from the next hop is permanent), RFC 3464 (the bounce).
 """
 
+import pytest
+
 from peers import (parse_dsn, send_mail, statuses, strip_headers, wait_deliver, wait_for,
                    wait_queue_empty, write_map)
 
+pytestmark = pytest.mark.usefixtures("maps_feature")
 DELIVER_S = 40
 TRACE = ["Return-Path", "X-Original-To", "Delivered-To", "Received"]
 

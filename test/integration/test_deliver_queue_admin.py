@@ -8,12 +8,15 @@ Interface: pytest-3 test/integration/test_deliver_queue_admin.py
           (`ringmta -o spool_dir=D queue list|show|hold|release|delete|flush`)
 Limits:   every wait polls with a timeout (DELIVER_S); CLI runs have the
           conftest limit.
-Skips:    without the delivery engine (issue 4).
+Skips:    without the delivery engine (issue 4) or queue admin commands.
 Standards: postsuper(1) -h/-H/-d and postqueue(1) -f/-i as the model.
 """
 
+import pytest
+
 from peers import send_mail, statuses, token_of, wait_deliver, wait_for, wait_queue_empty
 
+pytestmark = pytest.mark.usefixtures("queue_admin_feature")
 DELIVER_S = 30
 
 

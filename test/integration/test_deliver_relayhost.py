@@ -15,6 +15,8 @@ Standards: RFC 5321 3.7.2 (a relay adds one Received field and changes
 
 import re
 
+import pytest
+
 from conftest import split_received
 from peers import (deliver_log, deliver_message, send_mail, statuses, token_of, wait_deliver,
                    wait_for, wait_queue_empty)
@@ -92,10 +94,16 @@ def test_relayhost_null_sender_kept(relay_daemon, script_sink_factory):
     assert re.match(r"FROM:\s*<>", t.mail_args, re.I), f"got MAIL {t.mail_args!r}"
 
 
-def test_relayhost_connection_limits(relay_daemon, script_sink_factory):
+@pytest.mark.parametrize("reactors", [
+    1, pytest.param(2, marks=pytest.mark.xfail(
+        reason="limits are per reactor (deliver.c: per site of one reactor's engine) while"
+               " doc/CONFIG.md promises them per destination; seen: 4 transactions at once"
+               " with limit 2 and 2 reactors", strict=False))])
+def test_relayhost_connection_limits(relay_daemon, script_sink_factory, reactors):
     sink = script_sink_factory()
     d = relay_daemon(relayhost=f"[127.0.0.1]:{sink.port}", max_messages_per_connection=5,
-                     destination_concurrency_limit=2, destination_recipient_limit=2)
+                     destination_concurrency_limit=2, destination_recipient_limit=2,
+                     reactors=reactors)
     rcpts = [f"u{i}@example.test" for i in range(5)]
     for i in range(20):
         send_mail(d, rcpts, token=f"lim{i}")

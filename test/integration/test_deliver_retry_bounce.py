@@ -6,7 +6,7 @@ Owns:     one delivering ringmta per test with transport_map routes:
 Must not: reach anything but 127.0.0.1.
 Interface: pytest-3 test/integration/test_deliver_retry_bounce.py
 Limits:   every wait polls with a timeout (DELIVER_S); retry_schedule 1s 2s.
-Skips:    without the delivery engine (issue 4).
+Skips:    without the delivery engine (issue 4) or the map files (transport_map).
 Standards: RFC 5321 4.2.5/4.5.4.1 (4xx: retry, 5xx: give up), 6.1 (a
           bounce goes to the reverse-path; a null reverse-path is never
           bounced), RFC 3464 (multipart/report; message/delivery-status:
@@ -22,6 +22,7 @@ from conftest import has_config
 from peers import (deliver_log, parse_dsn, send_mail, statuses, wait_deliver,
                    wait_queue_empty, write_map)
 
+pytestmark = pytest.mark.usefixtures("maps_feature")
 DELIVER_S = 30
 
 

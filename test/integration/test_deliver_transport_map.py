@@ -7,7 +7,7 @@ Owns:     one delivering ringmta per test and script sinks as the mapped
 Must not: reach anything but 127.0.0.0/8 and the sinks' unix sockets.
 Interface: pytest-3 test/integration/test_deliver_transport_map.py
 Limits:   every wait polls with a timeout (DELIVER_S).
-Skips:    without the delivery engine (issue 4); unbound for the last test.
+Skips:    without the delivery engine (issue 4) or map files (lookup order); unbound for the last test.
 Standards: Postfix transport(5) as the model for lookup order: the exact
           domain, then .parent entries for subdomains, then *; RFC 5321 5.1
           (implicit MX).
@@ -18,7 +18,7 @@ from peers import free_port_on, send_mail, wait_for, wait_queue_empty, write_map
 DELIVER_S = 30
 
 
-def test_transport_map_lookup_order(relay_daemon, script_sink_factory):
+def test_transport_map_lookup_order(relay_daemon, maps_feature, script_sink_factory):
     exact = script_sink_factory(name="exact.test")
     sub = script_sink_factory(name="sub.test")
     dflt = script_sink_factory(name="default.test")

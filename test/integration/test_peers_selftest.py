@@ -277,3 +277,11 @@ def test_deliver_log_parser():
         ("0123ABCD", "a@b.test", "mx1.b.test[127.0.0.2]:2525", "0.12", "4.2.0", "deferred")
     assert r["reply"] == '450 4.2.0 <a@b.test>: "greylisted" try=later', r["reply"]
     assert statuses([r], "A@B.test") == ["deferred"]
+
+
+def test_deliver_log_parser_prefix_q_and_bracketed_to():
+    r = parse_deliver_line('r0 q=6b04b18100000000 deliver: to=<exact@example.test> '
+                           'relay=127.0.0.1[127.0.0.1]:50817 delay=0.000 dsn=2.0.0 status=sent '
+                           'reply="250 2.0.0 Ok: queued as S1x0"')
+    assert (r["q"], r["to"], r["to_raw"], r["status"]) == \
+        ("6b04b18100000000", "exact@example.test", "<exact@example.test>", "sent"), r

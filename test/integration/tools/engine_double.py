@@ -336,7 +336,7 @@ def make_dsn(m, failed, data):
 
 # --- the delivery engine ------------------------------------------------------------------------
 def logline(m, r, relay, dsn, status, reply):
-    log(f"q={m['id']} deliver: q={m['id']} to={r} relay={relay} "
+    log(f"q={m['id']} deliver: to=<{r}> relay={relay} "
         f"delay={time.time() - m['arrival']:.2f} dsn={dsn} status={status} "
         f"reply=\"{reply.replace(chr(34), chr(92) + chr(34))}\"")
 
@@ -597,11 +597,22 @@ def main(argv):
         elif a == "--check-config":
             check = True
             i += 1
+        elif a == "--help":
+            print("usage: engine_double ... queue list | show ID | hold ID | release ID | "
+                  "delete ID | flush [ID]  (queue hold ID)")
+            return 0
         elif a == "queue":
             return queue_cmd(argv[i + 1:])
         else:
             i += 1
     if check:
+        if opt("transport_map"):          # as ringmta with maps: a bad line fails
+            for ln in open(opt("transport_map")):
+                p = ln.split()
+                if p and not p[0].startswith("#") and (len(p) != 2 or
+                                                     not re.match(r"(smtp|lmtp):", p[1])):
+                    print(f"{opt('transport_map')}: bad line", file=sys.stderr)
+                    return 1
         return 0
     return daemon()
 
