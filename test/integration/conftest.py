@@ -14,8 +14,7 @@ Interface:
                          sanitizer reports in their logs fail the test.
                          Outbound delivery is off (`delivery=no`) unless the
                          test passes delivery="yes": tests of the inbound
-                         side must never send mail anywhere. The key is
-                         only added when the binary knows it.
+                         side must never send mail anywhere.
     has_config(bin, k=v) whether `ringmta --check-config -o k=v` accepts it
                          (feature probe, cached per binary and setting).
     daemon               a daemon with default options.
@@ -502,10 +501,6 @@ def make_daemon(request, ringmta_bin):
         if user:
             pw = pwd.getpwnam(user)
             os.chown(spool, pw.pw_uid, pw.pw_gid)
-        # Inbound tests must not start delivering (issue 4): delivery=no
-        # unless asked for, once the binary has the key.
-        if "delivery" not in opts and has_config(ringmta_bin, "delivery=no"):
-            opts = {"delivery": "no", **opts}
         d = Daemon(ringmta_bin, spool, free_port(), opts, conf_file=conf_file,
                    log_path=os.path.join(top, "ringmta.log"))
         made.append(d)
