@@ -83,8 +83,9 @@
 /* MAPS_RCPT_MAX_FILE_BYTES - a relay_recipients file: 4M addresses of
  * 60 bytes; keeps every string offset within 32 bits. */
 #define MAPS_RCPT_MAX_FILE_BYTES (256u * 1024 * 1024)
-/* MAPS_RCPT_MAX_ENTRIES - relay_recipients lines; the table takes 16
- * bytes per entry plus the strings (about 100 MB at the cap). */
+/* MAPS_RCPT_MAX_ENTRIES - relay_recipients lines. Memory: the strings
+ * (at most the file) plus two hash tables of 8-byte slots, 2 to 4 slots
+ * per entry each: 32 to 64 bytes per entry, 128 MB at the cap. */
 #define MAPS_RCPT_MAX_ENTRIES (4u * 1024 * 1024)
 /* MAPS_HOST_BYTES - a next-hop host and its NUL (RFC 1035 2.3.4: 253). */
 #define MAPS_HOST_BYTES 254
@@ -163,8 +164,9 @@ size_t maps_transport_count(const struct maps_transport *t);
 /*
  * maps_transport_lookup - the route for domain (len bytes, not NUL-
  * terminated, as the peer sent it): exact, then closest ".parent", then
- * "*" (see above). An address literal ("[192.0.2.1]") or a name longer
- * than 253 bytes matches "*" only. t may be NULL (no map: -ENOENT).
+ * "*" (see above). Only a host name can match a DOMAIN entry: an address
+ * literal ("[192.0.2.1]"), a UTF-8 name or anything else that is not one
+ * matches "*" only. t may be NULL (no map: -ENOENT).
  * Returns 0 with *out pointing into t (valid until t is freed), or
  * -ENOENT when nothing matches (*out untouched).
  */

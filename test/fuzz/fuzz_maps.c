@@ -85,6 +85,15 @@ static void upper(char *s, size_t len)
 			s[i] = (char)(s[i] - 'a' + 'A');
 }
 
+/* route_eq - field by field: struct copies need not keep padding bytes. */
+static bool route_eq(const struct maps_route *a, const struct maps_route *b)
+{
+	return a->proto == b->proto && a->is_unix == b->is_unix &&
+	       a->is_mx == b->is_mx && a->is_ip == b->is_ip &&
+	       strcmp(a->host, b->host) == 0 && a->port == b->port &&
+	       strcmp(a->path, b->path) == 0;
+}
+
 static void check_msg(const struct rm_err *err)
 {
 	if (memchr(err->msg, '\0', sizeof(err->msg)) == NULL)
@@ -105,7 +114,7 @@ static void nexthop(const uint8_t *data, size_t size)
 	}
 	maps_route_format(&a, text, sizeof(text));
 	if (maps_nexthop_parse(text, strlen(text), &b, &why) < 0 ||
-	    memcmp(&a, &b, sizeof(a)) != 0) {
+	    !route_eq(&a, &b)) {
 		fprintf(stderr, "round trip differs: %s\n", text);
 		abort();
 	}
@@ -136,7 +145,7 @@ static void transport(const uint8_t *data, size_t size)
 		upper(k, e.kl);
 		k[e.kl] = '.';
 		if (maps_transport_lookup(t, k, e.kl + 1, &r) != 0 ||
-		    memcmp(r, &want, sizeof(want)) != 0) {
+		    !route_eq(r, &want)) {
 			fprintf(stderr, "lookup of %.*s differs\n", (int)e.kl, k);
 			abort();
 		}
