@@ -8,9 +8,10 @@
  * FILE SYNTAX (both maps)
  *   One entry per line. Blank lines and lines whose first non-blank byte
  *   is '#' are ignored; blanks are space and tab, and a CR before the LF
- *   is dropped. Any other byte below 0x20, and 0x7f, is an error. A line
+ *   is dropped. Outside comments any other byte below 0x20, and 0x7f, is
+ *   an error; bytes from 0x80 are taken as they are (UTF-8). A line
  *   longer than MAPS_MAX_LINE_BYTES, a file larger than its cap or more
- *   entries than the cap are errors too. Every error names the line:
+ *   entries than the cap are errors too. An error in a line names it:
  *   "FILE:LINE: problem" (FILE is the name given to the parser).
  *
  * TRANSPORT MAP: lines "DOMAIN NEXTHOP"
