@@ -52,9 +52,17 @@
  *   A parsed map is one heap object owned by the caller and never changes
  *   after the parser returns, so any number of threads may look up in it
  *   at once without locks. Free it with its _free function only when no
- *   thread can still be reading it (maps_live.h says how the daemon knows).
- *   Pointers returned by lookups point into the map and stay valid until
- *   the map is freed.
+ *   thread can still be reading it. Pointers returned by lookups point
+ *   into the map and stay valid until the map is freed.
+ *
+ *   In the daemon the maps in use are one struct maps_set published by
+ *   maps_live (maps_live.h): a reactor takes it with maps_current() each
+ *   time it needs a lookup and never keeps it, or anything found in it,
+ *   past the current iteration of its event loop. On SIGHUP the main
+ *   thread builds a new set, swaps the pointer atomically, and frees the
+ *   old set only after every running reactor's loop counter (struct
+ *   reactor's n_loops) has moved on by at least 2 since the swap: no lock
+ *   on the hot path, and a wait of about two 1 s ticks at most.
  *
  * ERRORS
  *   Parsers return 0 or a negative errno and fill a struct rm_err:
