@@ -21,6 +21,10 @@
  *
  * Relay policy (never an open relay): RCPT is accepted for any domain only
  * from mynetworks; for relay_domains from anyone; otherwise 554 5.7.1.
+ * Then, for every client (mynetworks too, as Postfix's
+ * relay_recipient_maps), a recipient in a relay domain whose policy is
+ * list must be in relay_recipients (maps_current(), read afresh for each
+ * RCPT and never kept), or it gets 550 5.1.1.
  */
 #include "ringmta/session.h"
 
@@ -36,6 +40,7 @@
 
 #include "ringmta/deliver.h"
 #include "ringmta/log.h"
+#include "ringmta/maps_live.h"
 #include "ringmta/net.h"
 #include "ringmta/reactor.h"
 #include "ringmta/server.h"
@@ -244,8 +249,46 @@ static const char *domain_of(const struct smtp_proto_path *p, size_t *len)
 	return p->addr + p->local_len + 1;
 }
 
+/*
+ * rcpt_policy - the recipient check of relay_domains' policy for a
+ * recipient in a relay domain; RCPT_OK for any other recipient.
+ */
+static enum smtp_reply_id rcpt_policy(struct session *s, const struct smtp_proto_path *path)
+{
+	enum maps_rcpt_result res;
+	const char *dom;
+	size_t dlen;
+	char a[128];
+
+	if ((dom = domain_of(path, &dlen)) == NULL)
+		return SMTP_REPLY_RCPT_OK;
+	switch (conf_relay_domain_policy(s->sv->conf, dom, dlen)) {
+	case CONF_RCPT_LIST:
+		/* The set is read here and dropped before we return to the
+		 * loop: maps_live frees it after a reload once every reactor
+		 * has gone round its loop. */
+		res = maps_rcpt_lookup(maps_current()->rcpt, path->addr, path->len);
+		if (res == MAPS_RCPT_FOUND)
+			return SMTP_REPLY_RCPT_OK;
+		log_info("r%u s=%016llx smtp_server: reject client=%s reason=rcpt_unlisted lookup=%s rcpt=\"%s\"",
+			 s->sv->r.id, (unsigned long long)s->id, s->peer_str,
+			 maps_rcpt_result_name(res),
+			 rm_printable(a, sizeof(a), path->addr, path->len, 100));
+		return SMTP_REPLY_RCPT_UNLISTED;
+	case CONF_RCPT_VERIFY:
+		/* XXX recipient verification is not done yet: the verify hook
+		 * (the delivery engine's cached RCPT probe to the next hop,
+		 * answering SMTP_REPLY_RCPT_UNVERIFIED while it is pending)
+		 * goes here. Until then :verify accepts like :any. */
+		return SMTP_REPLY_RCPT_OK;
+	default:
+		return SMTP_REPLY_RCPT_OK;
+	}
+}
+
 static enum smtp_reply_id on_rcpt(struct session *s, const struct smtp_server_ev *ev)
 {
+	enum smtp_reply_id id;
 	const char *dom;
 	size_t dlen;
 	struct rcpt_ref *rr;
@@ -267,6 +310,8 @@ static enum smtp_reply_id on_rcpt(struct session *s, const struct smtp_server_ev
 			return SMTP_REPLY_RELAY_DENIED;
 		}
 	}
+	if ((id = rcpt_policy(s, ev->path)) != SMTP_REPLY_RCPT_OK)
+		return id;
 	if (s->n_rcpts == s->cap_rcpts) {
 		size_t cap = s->cap_rcpts ? s->cap_rcpts * 2 : 8;
 		if (cap > s->sv->conf->recipient_limit)
@@ -432,10 +477,14 @@ static void handle(struct session *s, const struct smtp_server_ev *ev)
 		s->mail = ev->mail;
 		smtp_server_answer(&s->srv, SMTP_REPLY_MAIL_OK, NULL);
 		break;
-	case SMTP_SERVER_EV_RCPT:
+	case SMTP_SERVER_EV_RCPT: {
+		enum smtp_reply_id id = on_rcpt(s, ev);
 		s->n_cmds++;
-		smtp_server_answer(&s->srv, on_rcpt(s, ev), NULL);
+		/* replies that quote the recipient ("<%s>: ...") get it */
+		smtp_server_answer(&s->srv, id, strstr(smtp_proto_reply(id)->text, "%s")
+				   ? ev->path->addr : NULL);
 		break;
+	}
 	case SMTP_SERVER_EV_DATA_BEGIN:
 		s->n_cmds++;
 		smtp_server_answer(&s->srv, on_data_begin(s), NULL);
