@@ -1438,6 +1438,12 @@ static const struct conf_key conf_keys[] = {
 	  .def = "1h", .values = DURATION_VALUES("1s..100d"),
 	  .doc = "verify_recipients: how long a recipient the next hop "
 		"accepted is remembered as valid." },
+	{ .name = "verify_timeout", .kind = K_MS,
+	  F(verify_timeout_ms), .min = MS_SEC, .max = 10 * MS_MIN,
+	  .def = "10s", .values = DURATION_VALUES("1s..10m"),
+	  .doc = "verify_recipients: how long an RCPT waits for the next "
+		"hop's answer before it gets 450 4.1.1 (the probe goes on and "
+		"its answer is remembered for the client's retry)." },
 	{ .name = "verify_negative_ttl", .kind = K_MS,
 	  F(verify_negative_ttl_ms), .min = MS_SEC, .max = 100 * MS_DAY,
 	  .def = "5m", .values = DURATION_VALUES("1s..100d"),

@@ -182,6 +182,7 @@ struct conf {
 	uint64_t bounce_size_limit;    /* bytes */
 	uint64_t verify_positive_ttl_ms;
 	uint64_t verify_negative_ttl_ms;
+	uint64_t verify_timeout_ms;
 	/* --- parsed and validated now, used by later issues -------------- */
 	struct conf_addr dns_servers[CONF_MAX_DNS_SERVERS];
 	size_t n_dns_servers;          /* 0 = use resolv_conf */

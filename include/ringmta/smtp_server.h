@@ -91,7 +91,7 @@
  */
 #define SMTP_SERVER_REPLY_RESERVE 640
 /* SMTP_SERVER_ARG_MAX - longest argument an answer may substitute: a
- * queue id, or a recipient address (RCPT_UNLISTED, RCPT_UNVERIFIED). */
+ * queue id, or a recipient address (RCPT_UNLISTED, RCPT_UNVERIFIED, RCPT_UNDELIVERABLE). */
 #define SMTP_SERVER_ARG_MAX SMTP_PROTO_PATH_MAX
 
 /*
@@ -300,7 +300,7 @@ int smtp_server_next(struct smtp_server *s, struct smtp_server_ev *ev);
  * LOCAL_ERROR). For DATA_BEGIN the accepted reply itself is not sent: the
  * server sends 354 (DATA) or reads the chunk (BDAT). arg (may be NULL)
  * replaces "%s" in the reply text, e.g. the queue id for QUEUED or the
- * recipient address for RCPT_UNLISTED and RCPT_UNVERIFIED; it is
+ * recipient address for RCPT_UNLISTED, RCPT_UNVERIFIED and RCPT_UNDELIVERABLE; it is
  * copied (at most SMTP_SERVER_ARG_MAX octets, made printable). Answering
  * with nothing pending is a host bug (rm_panic).
  */
