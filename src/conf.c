@@ -874,23 +874,53 @@ static void free_strings(char **list, size_t n)
 	free(list);
 }
 
-/* relay_domain_parse - one "example.com" or ".example.com", lower-cased. */
-static int relay_domain_parse(const char *t, size_t len, char **out,
-			      struct pctx *p)
-{
-	char buf[SAMPLE_BYTES * 4 + 1];
-	size_t skip = len && t[0] == '.', i;
-	const char *why = domain_why(t + skip, len - skip);
+static const char *const rcpt_policy_names[] = {
+	"none", "any", "list", "verify", "default",
+};
 
-	if (why)
-		return pfail(p, "\"%s\": %s", sample(buf, sizeof(buf), t, len),
+const char *conf_rcpt_policy_name(enum conf_rcpt_policy p)
+{
+	if ((unsigned)p > CONF_RCPT_DEFAULT)
+		rm_panic("conf_rcpt_policy_name: policy %d", (int)p);
+	return rcpt_policy_names[p];
+}
+
+/*
+ * relay_domain_parse - one "example.com" or ".example.com", lower-cased,
+ * with an optional ":list", ":verify" or ":any" into *policy (DEFAULT
+ * when there is none).
+ */
+static int relay_domain_parse(const char *t, size_t len, char **out,
+			      enum conf_rcpt_policy *policy, struct pctx *p)
+{
+	static const enum conf_rcpt_policy suffixes[] = {
+		CONF_RCPT_ANY, CONF_RCPT_LIST, CONF_RCPT_VERIFY,
+	};
+	char buf[SAMPLE_BYTES * 4 + 1];
+	const char *colon = memchr(t, ':', len), *why;
+	size_t dl = colon ? (size_t)(colon - t) : len, skip = dl && t[0] == '.';
+	size_t i;
+
+	*policy = CONF_RCPT_DEFAULT;
+	if (colon) {
+		for (i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++)
+			if (token_is(colon + 1, len - dl - 1,
+				     rcpt_policy_names[suffixes[i]]))
+				*policy = suffixes[i];
+		if (*policy == CONF_RCPT_DEFAULT)
+			return pfail(p, "\"%s\": the policy after ':' is not "
+				     "list, verify or any",
+				     sample(buf, sizeof(buf), t, len));
+	}
+	if ((why = domain_why(t + skip, dl - skip)) != NULL)
+		return pfail(p, "\"%s\": %s", sample(buf, sizeof(buf), t, dl),
 			     why);
-	if ((*out = malloc(len + 1)) == NULL)
+	if ((*out = malloc(dl + 1)) == NULL)
 		return rm_err_set(p->err, -ENOMEM, "conf: relay_domains: out "
 				  "of memory");
-	for (i = 0; i < len; i++)
+	for (i = 0; i < dl; i++)
 		(*out)[i] = lower(t[i]);
-	(*out)[len] = '\0';
+	(*out)[dl] = '\0';
 	return 0;
 }
 
@@ -900,17 +930,22 @@ static int set_relay_domains(struct conf *c, const struct conf_key *k,
 	size_t n = count_items(v, len, CONF_MAX_RELAY_DOMAINS), i = 0, j, tl;
 	const char *s = v, *t;
 	char buf[SAMPLE_BYTES * 4 + 1];
+	enum conf_rcpt_policy *policies = NULL;
 	char **list = NULL;
 	int rc;
 
 	(void)k;
 	if (n > CONF_MAX_RELAY_DOMAINS)
 		return pfail(p, "more than %d entries", CONF_MAX_RELAY_DOMAINS);
-	if (n && (list = calloc(n, sizeof(*list))) == NULL)
+	if (n && ((list = calloc(n, sizeof(*list))) == NULL ||
+		  (policies = calloc(n, sizeof(*policies))) == NULL)) {
+		free(list);
 		return rm_err_set(p->err, -ENOMEM, "conf: relay_domains: out "
 				  "of memory");
+	}
 	while (next_item(&s, v + len, true, &t, &tl)) {
-		if ((rc = relay_domain_parse(t, tl, &list[i], p)) < 0)
+		if ((rc = relay_domain_parse(t, tl, &list[i], &policies[i],
+					     p)) < 0)
 			goto fail;
 		for (j = 0; j < i; j++) {
 			if (strcmp(list[j], list[i]) == 0) {
@@ -923,22 +958,30 @@ static int set_relay_domains(struct conf *c, const struct conf_key *k,
 		i++;
 	}
 	free_strings(c->relay_domains, c->n_relay_domains);
+	free(c->relay_domain_policies);
 	c->relay_domains = list;
+	c->relay_domain_policies = policies;
 	c->n_relay_domains = n;
 	return 0;
 fail:
 	free_strings(list, i);
+	free(policies);
 	return rc;
 }
 
 static void dump_relay_domains(const struct conf *c, const struct conf_key *k,
 			       FILE *f)
 {
+	enum conf_rcpt_policy pol;
 	size_t i;
 
 	fprintf(f, "%s =", k->name);
-	for (i = 0; i < c->n_relay_domains; i++)
-		fprintf(f, " %s", c->relay_domains[i]);
+	for (i = 0; i < c->n_relay_domains; i++) {
+		pol = c->relay_domain_policies[i];
+		fprintf(f, " %s%s%s", c->relay_domains[i],
+			pol == CONF_RCPT_DEFAULT ? "" : ":",
+			pol == CONF_RCPT_DEFAULT ? "" : conf_rcpt_policy_name(pol));
+	}
 	fputc('\n', f);
 }
 
@@ -1249,13 +1292,38 @@ static const struct conf_key conf_keys[] = {
 		"hosts." },
 	{ .name = "relay_domains", CUSTOM(set_relay_domains, dump_relay_domains),
 	  .is_empty_ok = true, .def = "",
-	  .values = "domain names separated by commas and/or blanks; "
-		".example.com matches every subdomain of example.com but not "
-		"example.com itself; case is ignored; at most 1024",
+	  .values = "domain names separated by commas and/or blanks, each with "
+		"an optional :list, :verify or :any; .example.com matches every "
+		"subdomain of example.com but not example.com itself; case is "
+		"ignored; at most 1024",
 	  .doc = "Destination domains any client may send mail to through "
 		"this server (it is their MX or backup MX). Empty by default: "
 		"only mynetworks may relay, so the server is never an open "
-		"relay out of the box." },
+		"relay out of the box. The suffix says which recipients of the "
+		"domain RCPT accepts, from every client: list, those in "
+		"relay_recipients (others get 550 5.1.1); verify, those the "
+		"next hop accepts (the probe arrives with the delivery engine; "
+		"until then verify accepts every recipient); any, every "
+		"recipient. Without a suffix: list when relay_recipients is "
+		"set, else verify when verify_recipients = yes, else any." },
+	{ .name = "relay_recipients", .kind = K_PATH, F(relay_recipients),
+	  .is_empty_ok = true, .def = "",
+	  .values = "a file path, or empty; a relay_domains entry with :list "
+		"needs it",
+	  .doc = "File of the valid recipients in relay_domains: one "
+		"local@domain or @domain (every address of the domain) per "
+		"line, # comments; case is ignored and anything after the "
+		"address on a line too, so Postfix source files load as they "
+		"are. Read at start (a bad line stops the daemon with "
+		"FILE:LINE) and again on SIGHUP (a bad file then keeps the old "
+		"table). Empty: none." },
+	{ .name = "verify_recipients", .kind = K_BOOL, F(verify_recipients),
+	  .names = bool_names, .def = "no",
+	  .values = "yes or no",
+	  .doc = "Default of relay_domains entries without a suffix when "
+		"relay_recipients is empty: yes makes them verify (ask the "
+		"next hop with a cached RCPT probe before accepting), no makes "
+		"them any." },
 	{ .name = "relayhost", CUSTOM(set_relayhost, dump_relayhost),
 	  .is_empty_ok = true, .def = "",
 	  .values = "empty, host, host:port, [host] or [host]:port; host is "
@@ -1264,6 +1332,18 @@ static const struct conf_key conf_keys[] = {
 	  .doc = "Smarthost that receives all outbound mail. As in Postfix, "
 		"a name in brackets is used as is, without an MX lookup. "
 		"Empty: deliver to each destination's MX hosts." },
+	{ .name = "transport_map", .kind = K_PATH, F(transport_map),
+	  .is_empty_ok = true, .def = "",
+	  .values = "a file path, or empty",
+	  .doc = "File that routes destination domains to next hops, before "
+		"relayhost and MX lookup: one DOMAIN NEXTHOP per line, # "
+		"comments. DOMAIN is example.com, .example.com (its "
+		"subdomains; the closest wins) or * (everything else). NEXTHOP "
+		"is smtp:[host] or smtp:[host]:port (no MX lookup), "
+		"smtp:host[:port] (MX lookup), lmtp:host[:port] (LMTP, port "
+		"24, no MX lookup) or lmtp:unix:/path; host in brackets may "
+		"be an IP address, IPv6 as [IPv6:2001:db8::1]. Read at start "
+		"and on SIGHUP, as relay_recipients. Empty: none." },
 	{ .name = "message_size_limit", .kind = K_BYTES,
 	  F(message_size_limit), .min = KIB, .max = TIB, .def = "10240000",
 	  .values = "a size in bytes, 1k..1T, with an optional k, M, G or T "
@@ -1358,6 +1438,12 @@ static const struct conf_key conf_keys[] = {
 	  .def = "1h", .values = DURATION_VALUES("1s..100d"),
 	  .doc = "verify_recipients: how long a recipient the next hop "
 		"accepted is remembered as valid." },
+	{ .name = "verify_timeout", .kind = K_MS,
+	  F(verify_timeout_ms), .min = MS_SEC, .max = 10 * MS_MIN,
+	  .def = "10s", .values = DURATION_VALUES("1s..10m"),
+	  .doc = "verify_recipients: how long an RCPT waits for the next "
+		"hop's answer before it gets 450 4.1.1 (the probe goes on and "
+		"its answer is remembered for the client's retry)." },
 	{ .name = "verify_negative_ttl", .kind = K_MS,
 	  F(verify_negative_ttl_ms), .min = MS_SEC, .max = 100 * MS_DAY,
 	  .def = "5m", .values = DURATION_VALUES("1s..100d"),
@@ -1365,22 +1451,6 @@ static const struct conf_key conf_keys[] = {
 		"refused (5xx) is remembered as unknown. Temporary answers "
 		"are never remembered." },
 	/* parsed and validated now, used by later issues */
-	{ .name = "transport_map", .kind = K_PATH, F(transport_map),
-	  .is_later = true, .is_empty_ok = true, .def = "",
-	  .values = "a file path, or empty",
-	  .doc = "File that maps destination domains to next hops, "
-		"overriding MX lookup and relayhost per domain. Empty: none." },
-	{ .name = "relay_recipients", .kind = K_PATH, F(relay_recipients),
-	  .is_later = true, .is_empty_ok = true, .def = "",
-	  .values = "a file path, or empty",
-	  .doc = "File listing the valid recipients in relay_domains; others "
-		"there get 550 at RCPT time. Empty: every recipient in "
-		"relay_domains is accepted." },
-	{ .name = "verify_recipients", .kind = K_BOOL, F(verify_recipients),
-	  .is_later = true, .names = bool_names, .def = "no",
-	  .values = "yes or no",
-	  .doc = "Ask the next hop (an RCPT probe, cached) whether a "
-		"recipient in relay_domains exists before accepting it." },
 	{ .name = "dns_servers", CUSTOM(set_dns_servers, dump_dns_servers),
 	  .is_empty_ok = true, .def = "",
 	  .values = "IP addresses separated by commas and/or blanks: "
@@ -1698,6 +1768,11 @@ int conf_check(const struct conf *c, struct rm_err *err)
 	    c->delay_warning_time_ms >= c->maximal_queue_lifetime_ms)
 		return rm_err_set(err, -EINVAL, "conf: delay_warning_time: not "
 				  "below maximal_queue_lifetime");
+	for (i = 0; i < c->n_relay_domains && !c->relay_recipients[0]; i++)
+		if (c->relay_domain_policies[i] == CONF_RCPT_LIST)
+			return rm_err_set(err, -EINVAL, "conf: relay_domains: "
+					  "%s:list needs relay_recipients",
+					  c->relay_domains[i]);
 	return 0;
 }
 
@@ -1724,6 +1799,7 @@ void conf_fini(struct conf *c)
 {
 	free(c->mynetworks);
 	free_strings(c->relay_domains, c->n_relay_domains);
+	free(c->relay_domain_policies);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -1774,21 +1850,51 @@ bool conf_mynetworks_match(const struct conf *c, const struct sockaddr *sa)
 	return false;
 }
 
-bool conf_relay_domain_match(const struct conf *c, const char *domain,
-			     size_t len)
+/*
+ * relay_domain_find - the index of the longest relay_domains entry that
+ * domain matches, or -1: equal to "example.com", or a strict subdomain of
+ * ".example.com" (no NUL in the part before the entry).
+ */
+static long relay_domain_find(const struct conf *c, const char *domain,
+			      size_t len)
 {
-	size_t i, el;
+	size_t i, el, best_len = 0;
+	long best = -1;
 
 	for (i = 0; i < c->n_relay_domains; i++) {
 		const char *e = c->relay_domains[i];
 		el = strlen(e);
+		if (el <= best_len)
+			continue;
 		if (e[0] == '.' ? len > el &&
 				  strncasecmp(domain + len - el, e, el) == 0 &&
 				  memchr(domain, '\0', len - el) == NULL
-				: len == el && strncasecmp(domain, e, el) == 0)
-			return true;
+				: len == el && strncasecmp(domain, e, el) == 0) {
+			best = (long)i;
+			best_len = el;
+		}
 	}
-	return false;
+	return best;
+}
+
+bool conf_relay_domain_match(const struct conf *c, const char *domain,
+			     size_t len)
+{
+	return relay_domain_find(c, domain, len) >= 0;
+}
+
+enum conf_rcpt_policy conf_relay_domain_policy(const struct conf *c,
+					       const char *domain, size_t len)
+{
+	long i = relay_domain_find(c, domain, len);
+
+	if (i < 0)
+		return CONF_RCPT_NONE;
+	if (c->relay_domain_policies[i] != CONF_RCPT_DEFAULT)
+		return c->relay_domain_policies[i];
+	if (c->relay_recipients[0])
+		return CONF_RCPT_LIST;
+	return c->verify_recipients ? CONF_RCPT_VERIFY : CONF_RCPT_ANY;
 }
 
 unsigned conf_reactor_count(const struct conf *c)

@@ -53,6 +53,8 @@
 #include "ringmta/dns.h"
 #include "ringmta/dsn.h"
 #include "ringmta/log.h"
+#include "ringmta/maps.h"
+#include "ringmta/maps_live.h"
 #include "ringmta/queue.h"
 #include "ringmta/reactor.h"
 #include "ringmta/server.h"
@@ -139,7 +141,7 @@ enum route_kind { ROUTE_MX, ROUTE_HOST, ROUTE_UNIX };
  * finds its site; the DNS answer's lifetime. */
 struct route {
 	struct route *hnext;
-	char key[DNS_NAME_BYTES + 16];
+	char key[MAPS_ROUTE_TEXT_BYTES + 8];
 	enum route_kind kind;
 	bool is_lmtp;
 	bool is_static;             /* relayhost/transport: DNS trouble defers */
@@ -934,8 +936,15 @@ static struct route *route_get(struct deliver *d, const char *domain, size_t len
 	char key[sizeof(((struct route *)0)->key)], dom[DNS_NAME_BYTES];
 	struct route **pp, *rt;
 
+	const struct maps_route *mr = NULL;
+	char text[MAPS_ROUTE_TEXT_BYTES];
+
 	lower_copy(dom, sizeof(dom), domain, len);
-	if (c->relayhost[0] != '\0')
+	/* The map is read now and never kept: the route copies what it
+	 * needs, so a SIGHUP reload applies to every new lookup. */
+	if (maps_transport_lookup(maps_current()->transport, dom, strlen(dom), &mr) == 0)
+		snprintf(key, sizeof(key), "tm:%s", maps_route_format(mr, text, sizeof(text)));
+	else if (c->relayhost[0] != '\0')
 		snprintf(key, sizeof(key), "relay");
 	else
 		snprintf(key, sizeof(key), "mx:%s", dom);
@@ -947,7 +956,14 @@ static struct route *route_get(struct deliver *d, const char *domain, size_t len
 	if (rt == NULL)
 		return NULL;
 	snprintf(rt->key, sizeof(rt->key), "%s", key);
-	if (c->relayhost[0] != '\0') {
+	if (mr != NULL) {
+		rt->is_static = true;
+		rt->is_lmtp = mr->proto == MAPS_LMTP;
+		rt->kind = mr->is_unix ? ROUTE_UNIX : mr->is_mx ? ROUTE_MX : ROUTE_HOST;
+		snprintf(rt->host, sizeof(rt->host), "%s", mr->host);
+		snprintf(rt->path, sizeof(rt->path), "%s", mr->path);
+		rt->port = mr->port;
+	} else if (c->relayhost[0] != '\0') {
 		rt->kind = c->is_relayhost_mx ? ROUTE_MX : ROUTE_HOST;
 		rt->is_static = true;
 		snprintf(rt->host, sizeof(rt->host), "%s", c->relayhost);

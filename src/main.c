@@ -12,7 +12,8 @@
  *   Without a command, ringmta runs the relay in the foreground, logging
  *   key=value lines to stderr (or syslog, log = syslog). The configuration
  *   is the embedded default, then FILE, then each -o override, as Postfix's
- *   -o. Start-up, in this order: load and check the configuration; check
+ *   -o. Start-up, in this order: load and check the configuration and the
+ *   map files it names (transport_map, relay_recipients); check
  *   that io_uring works (one line naming the cause and the fix if not);
  *   raise RLIMIT_NOFILE to its hard limit; bind one SO_REUSEPORT socket per
  *   listen line per reactor; open the spool (recovering it after a crash)
@@ -26,16 +27,23 @@
  *   -o key=value      override one key; repeatable
  *   -v                debug logging; with --check-config, print the
  *                     effective configuration
- *   --check-config    validate, exit 0 or 1 with "FILE:LINE: message"
+ *   --check-config    validate the configuration and the map files, exit
+ *                     0 or 1 with "FILE:LINE: message"
  *
  * SIGNALS
  *   SIGTERM, SIGINT   graceful stop: stop accepting, finish or 421 open
  *                     sessions (at most 10 s), commit what was accepted,
  *                     mark the spool index clean, exit 0.
+ *   SIGHUP            re-read transport_map and relay_recipients (not
+ *                     ringmta.conf). A file that fails to load is logged
+ *                     with its FILE:LINE and the old maps stay in use. The
+ *                     files are read as the run-time user by then.
  *   SIGPIPE           ignored.
  *
  * FILES
  *   spool_dir/        segment files (the truth) and the LMDB index.
+ *   transport_map, relay_recipients
+ *                     the map files, if set (syntax: include/ringmta/maps.h).
  *
  * DIAGNOSTICS
  *   Exit 0 after a clean stop, 1 on a start-up or run-time failure, 2 on a
@@ -55,6 +63,7 @@
 #include "ringmta/admin.h"
 #include "ringmta/conf.h"
 #include "ringmta/log.h"
+#include "ringmta/maps_live.h"
 #include "ringmta/net.h"
 #include "ringmta/reactor.h"
 #include "ringmta/server.h"
@@ -113,6 +122,44 @@ static void raise_nofile(void)
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
+}
+
+/* log_maps - one line about the maps now in use. */
+static void log_maps(const char *what, const struct conf *c)
+{
+	const struct maps_set *m = maps_current();
+
+	log_info("main: %s generation=%llu transport_map=\"%s\" routes=%zu "
+		 "relay_recipients=\"%s\" recipients=%zu", what,
+		 (unsigned long long)m->generation, c->transport_map,
+		 maps_transport_count(m->transport), c->relay_recipients,
+		 maps_rcpt_count(m->rcpt));
+}
+
+/* reload_maps - the SIGHUP action: new maps, or the old ones and a log
+ * line that says why. */
+static void reload_maps(const struct conf *c, struct server *rs, unsigned n)
+{
+	struct rm_err err = { 0, "" };
+	struct reactor **rp = calloc(n, sizeof(*rp));
+	int rc;
+
+	if (rp == NULL) {
+		log_warn("main: SIGHUP: out of memory, keeping the old maps");
+		return;
+	}
+	for (unsigned i = 0; i < n; i++)
+		rp[i] = &rs[i].r;
+	rc = maps_live_reload(c, rp, n, &err);
+	free(rp);
+	if (rc == -ETIMEDOUT)
+		log_warn("main: SIGHUP: a reactor did not go round its loop in "
+			 "%d ms; the old maps are freed later", MAPS_LIVE_MAX_WAIT_MS);
+	else if (rc < 0) {
+		log_warn("main: SIGHUP: keeping the old maps: %s", err.msg);
+		return;
+	}
+	log_maps("SIGHUP: maps reloaded", c);
 }
 
 /* serve - bind, open the spool, drop privileges, run the reactors. */
@@ -203,11 +250,12 @@ static int serve(const struct conf *c)
 	for (size_t j = 0; j < c->n_listen; j++)
 		log_info("main: listening addr=%s role=%s reactors=%u", c->listen[j].text,
 			 conf_role_name(c->listen[j].role), n);
+	log_maps("maps loaded", c);
 	for (;;) {
 		if (sigwait(&set, &sig) != 0)
 			continue;
 		if (sig == SIGHUP) {
-			log_info("main: SIGHUP: nothing to reload yet");
+			reload_maps(c, rs, n);
 			continue;
 		}
 		break;
@@ -232,6 +280,7 @@ int main(int argc, char **argv)
 	const char *cfile = NULL;
 	bool check = false, verbose = false;
 	struct rm_err err = { 0, "" };
+	struct maps_set *maps = NULL;
 	struct conf c;
 	int i, rc;
 
@@ -267,9 +316,15 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ringmta: %s\n", err.msg);
 		return 1;
 	}
+	if ((check || i == argc) && maps_live_load(&c, &maps, &err) < 0) {
+		fprintf(stderr, "ringmta: %s\n", err.msg);
+		conf_fini(&c);
+		return 1;
+	}
 	if (check) {
 		if (verbose)
 			conf_dump(&c, stdout);
+		maps_live_free(maps);
 		conf_fini(&c);
 		return 0;
 	}
@@ -286,7 +341,9 @@ int main(int argc, char **argv)
 	umask(027);
 	log_init(c.log == CONF_LOG_SYSLOG, "ringmta");
 	log_set_debug(verbose);
+	maps_live_publish(maps);
 	rc = serve(&c);
+	maps_live_fini();
 	conf_fini(&c);
 	return rc;
 }

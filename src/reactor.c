@@ -290,6 +290,7 @@ static void *reactor_main(void *arg)
 			break;
 		}
 		r->now_ms = mono_ms();
+		atomic_fetch_add(&r->n_loops, 1);
 		n = 0;
 		io_uring_for_each_cqe(&r->ring, head, cqe) {
 			dispatch(r, cqe);

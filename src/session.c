@@ -21,6 +21,10 @@
  *
  * Relay policy (never an open relay): RCPT is accepted for any domain only
  * from mynetworks; for relay_domains from anyone; otherwise 554 5.7.1.
+ * Then, for every client (mynetworks too, as Postfix's
+ * relay_recipient_maps), a recipient in a relay domain whose policy is
+ * list must be in relay_recipients (maps_current(), read afresh for each
+ * RCPT and never kept), or it gets 550 5.1.1.
  */
 #include "ringmta/session.h"
 
@@ -36,6 +40,7 @@
 
 #include "ringmta/deliver.h"
 #include "ringmta/log.h"
+#include "ringmta/maps_live.h"
 #include "ringmta/net.h"
 #include "ringmta/reactor.h"
 #include "ringmta/server.h"
@@ -66,6 +71,11 @@ struct session {
 	bool want_close;                /* close once the output is sent */
 	bool is_closing;                /* fd shut down, waiting for inflight */
 	bool awaiting_commit;           /* message in the group commit */
+	bool awaiting_verify;           /* an RCPT waits for the next hop's answer */
+	struct deliver_verify *verify;  /* its wait handle */
+	int64_t verify_deadline_ms;
+	const struct smtp_proto_path *vpath;        /* the RCPT's, valid until answered */
+	const struct smtp_proto_rcpt_params *vrcpt;
 	bool is_starved;
 	bool is_mynetworks;
 	bool is_counted;                /* holds a net_conn_acquire() slot */
@@ -204,6 +214,10 @@ static void finish(struct session *s)
 
 	if (!s->is_closing || s->inflight > 0 || s->awaiting_commit)
 		return;
+	if (s->verify != NULL) {
+		deliver_verify_cancel(r->deliver, s->verify);
+		s->verify = NULL;
+	}
 	log_info("r%u s=%016llx smtp_server: disconnect client=%s msgs=%u cmds=%u action=\"%s\"",
 		 r->r.id, (unsigned long long)s->id, s->peer_str, s->n_msgs, s->n_cmds,
 		 smtp_server_action(&s->srv));
@@ -244,11 +258,70 @@ static const char *domain_of(const struct smtp_proto_path *p, size_t *len)
 	return p->addr + p->local_len + 1;
 }
 
-static enum smtp_reply_id on_rcpt(struct session *s, const struct smtp_server_ev *ev)
+/*
+ * rcpt_policy - the recipient check of relay_domains' policy for a
+ * recipient in a relay domain; RCPT_OK for any other recipient.
+ */
+static void verify_done(void *arg, enum deliver_verify_result res, const char *reason);
+
+static enum smtp_reply_id rcpt_policy(struct session *s, const struct smtp_proto_path *path,
+				      bool *is_pending)
 {
+	enum maps_rcpt_result res;
 	const char *dom;
 	size_t dlen;
-	struct rcpt_ref *rr;
+	char a[128];
+
+	if ((dom = domain_of(path, &dlen)) == NULL)
+		return SMTP_REPLY_RCPT_OK;
+	switch (conf_relay_domain_policy(s->sv->conf, dom, dlen)) {
+	case CONF_RCPT_LIST:
+		/* The set is read here and dropped before we return to the
+		 * loop: maps_live frees it after a reload once every reactor
+		 * has gone round its loop. */
+		res = maps_rcpt_lookup(maps_current()->rcpt, path->addr, path->len);
+		if (res == MAPS_RCPT_FOUND)
+			return SMTP_REPLY_RCPT_OK;
+		log_info("r%u s=%016llx smtp_server: reject client=%s reason=rcpt_unlisted lookup=%s rcpt=\"%s\"",
+			 s->sv->r.id, (unsigned long long)s->id, s->peer_str,
+			 maps_rcpt_result_name(res),
+			 rm_printable(a, sizeof(a), path->addr, path->len, 100));
+		return SMTP_REPLY_RCPT_UNLISTED;
+	case CONF_RCPT_VERIFY:
+		/* The delivery engine asks the next hop (a cached RCPT probe);
+		 * the answer may come later: the RCPT waits, at most
+		 * verify_timeout, then gets 450 while the probe goes on. */
+		switch (deliver_verify(s->sv->deliver, path->addr, path->len, verify_done, s,
+				       &s->verify)) {
+		case DELIVER_VERIFY_OK:
+			return SMTP_REPLY_RCPT_OK;
+		case DELIVER_VERIFY_UNKNOWN:
+			log_info("r%u s=%016llx smtp_server: reject client=%s reason=rcpt_unverified "
+				 "lookup=cached rcpt=\"%s\"", s->sv->r.id, (unsigned long long)s->id,
+				 s->peer_str, rm_printable(a, sizeof(a), path->addr, path->len, 100));
+			return SMTP_REPLY_RCPT_UNDELIVERABLE;
+		case DELIVER_VERIFY_PENDING:
+			*is_pending = true;
+			return SMTP_REPLY_RCPT_OK;
+		default:
+			return SMTP_REPLY_RCPT_UNVERIFIED;
+		}
+	default:
+		return SMTP_REPLY_RCPT_OK;
+	}
+}
+
+static enum smtp_reply_id rcpt_add(struct session *s, const struct smtp_proto_path *path,
+				   const struct smtp_proto_rcpt_params *rcpt);
+
+/* on_rcpt - the relay policy and the recipient check; *is_pending when the
+ * answer waits for a verification. */
+static enum smtp_reply_id on_rcpt(struct session *s, const struct smtp_server_ev *ev,
+				  bool *is_pending)
+{
+	enum smtp_reply_id id;
+	const char *dom;
+	size_t dlen;
 
 	if (!s->is_mynetworks && !ev->path->is_postmaster) {
 		/* RFC 5321 4.5.1: <postmaster> is always accepted. Otherwise only
@@ -267,6 +340,17 @@ static enum smtp_reply_id on_rcpt(struct session *s, const struct smtp_server_ev
 			return SMTP_REPLY_RELAY_DENIED;
 		}
 	}
+	if ((id = rcpt_policy(s, ev->path, is_pending)) != SMTP_REPLY_RCPT_OK || *is_pending)
+		return id;
+	return rcpt_add(s, ev->path, ev->rcpt);
+}
+
+/* rcpt_add - keep an accepted recipient for the envelope. */
+static enum smtp_reply_id rcpt_add(struct session *s, const struct smtp_proto_path *path,
+				   const struct smtp_proto_rcpt_params *rcpt)
+{
+	struct rcpt_ref *rr;
+
 	if (s->n_rcpts == s->cap_rcpts) {
 		size_t cap = s->cap_rcpts ? s->cap_rcpts * 2 : 8;
 		if (cap > s->sv->conf->recipient_limit)
@@ -280,10 +364,10 @@ static enum smtp_reply_id on_rcpt(struct session *s, const struct smtp_server_ev
 		s->cap_rcpts = cap;
 	}
 	rr = &s->rcpts[s->n_rcpts];
-	rr->addr_off = str_add(s, ev->path->addr);
-	rr->orcpt_off = ev->rcpt->orcpt[0] ? str_add(s, ev->rcpt->orcpt) : UINT32_MAX;
-	rr->notify = ev->rcpt->notify;
-	if (rr->addr_off == UINT32_MAX || (ev->rcpt->orcpt[0] && rr->orcpt_off == UINT32_MAX))
+	rr->addr_off = str_add(s, path->addr);
+	rr->orcpt_off = rcpt->orcpt[0] ? str_add(s, rcpt->orcpt) : UINT32_MAX;
+	rr->notify = rcpt->notify;
+	if (rr->addr_off == UINT32_MAX || (rcpt->orcpt[0] && rr->orcpt_off == UINT32_MAX))
 		return SMTP_REPLY_LOCAL_ERROR;
 	s->n_rcpts++;
 	return SMTP_REPLY_RCPT_OK;
@@ -432,10 +516,24 @@ static void handle(struct session *s, const struct smtp_server_ev *ev)
 		s->mail = ev->mail;
 		smtp_server_answer(&s->srv, SMTP_REPLY_MAIL_OK, NULL);
 		break;
-	case SMTP_SERVER_EV_RCPT:
+	case SMTP_SERVER_EV_RCPT: {
+		bool is_pending = false;
+		enum smtp_reply_id id = on_rcpt(s, ev, &is_pending);
 		s->n_cmds++;
-		smtp_server_answer(&s->srv, on_rcpt(s, ev), NULL);
+		if (is_pending) {
+			/* answered by verify_done() or the tick */
+			s->awaiting_verify = true;
+			s->vpath = ev->path;
+			s->vrcpt = ev->rcpt;
+			s->verify_deadline_ms = s->sv->r.now_ms +
+				(int64_t)s->sv->conf->verify_timeout_ms;
+			break;
+		}
+		/* replies that quote the recipient ("<%s>: ...") get it */
+		smtp_server_answer(&s->srv, id, strstr(smtp_proto_reply(id)->text, "%s")
+				   ? ev->path->addr : NULL);
 		break;
+	}
 	case SMTP_SERVER_EV_DATA_BEGIN:
 		s->n_cmds++;
 		smtp_server_answer(&s->srv, on_data_begin(s), NULL);
@@ -537,6 +635,41 @@ static void pump(struct session *s)
 			break;
 		}
 	}
+}
+
+/* verify_answer - answer the RCPT that waited for a verification. */
+static void verify_answer(struct session *s, enum smtp_reply_id id)
+{
+	char a[128];
+
+	if (id == SMTP_REPLY_RCPT_OK)
+		id = rcpt_add(s, s->vpath, s->vrcpt);
+	else
+		log_info("r%u s=%016llx smtp_server: reject client=%s reason=%s rcpt=\"%s\"",
+			 s->sv->r.id, (unsigned long long)s->id, s->peer_str,
+			 id == SMTP_REPLY_RCPT_UNVERIFIED ? "rcpt_verify_tempfail" : "rcpt_unverified",
+			 rm_printable(a, sizeof(a), s->vpath->addr, s->vpath->len, 100));
+	s->awaiting_verify = false;
+	smtp_server_answer(&s->srv, id, strstr(smtp_proto_reply(id)->text, "%s")
+			   ? s->vpath->addr : NULL);
+	s->vpath = NULL;
+	s->vrcpt = NULL;
+	s->deadline_ms = s->sv->r.now_ms + (int64_t)s->sv->conf->smtpd_timeout_ms;
+	pump(s);
+}
+
+/* verify_done - the delivery engine's answer about the waiting RCPT. */
+static void verify_done(void *arg, enum deliver_verify_result res, const char *reason)
+{
+	struct session *s = arg;
+
+	(void)reason;
+	s->verify = NULL;
+	if (!s->awaiting_verify)
+		return;
+	verify_answer(s, res == DELIVER_VERIFY_OK ? SMTP_REPLY_RCPT_OK
+		      : res == DELIVER_VERIFY_UNKNOWN ? SMTP_REPLY_RCPT_UNDELIVERABLE
+		      : SMTP_REPLY_RCPT_UNVERIFIED);
 }
 
 void session_accept(struct server *r, int fd, const struct sockaddr *peer,
@@ -669,6 +802,16 @@ void session_wake(struct session *s)
 
 void session_tick(struct session *s, int64_t now_ms)
 {
+	if (s->awaiting_verify) {
+		/* the next hop is slow: 450 now, the probe goes on and its
+		 * answer is cached for the client's retry */
+		if (now_ms >= s->verify_deadline_ms) {
+			deliver_verify_cancel(s->sv->deliver, s->verify);
+			s->verify = NULL;
+			verify_answer(s, SMTP_REPLY_RCPT_UNVERIFIED);
+		}
+		return;
+	}
 	if (s->awaiting_commit || now_ms < s->deadline_ms)
 		return;
 	if (s->want_close || s->is_closing) {

@@ -89,6 +89,20 @@ enum conf_durability {
 };
 
 /*
+ * enum conf_rcpt_policy - how RCPT checks a recipient in a relay domain.
+ * A relay_domains entry may carry one as a suffix ("example.com:list");
+ * an entry without one uses the global default (see
+ * conf_relay_domain_policy()).
+ */
+enum conf_rcpt_policy {
+	CONF_RCPT_NONE = 0, /* not a relay domain (a lookup result only) */
+	CONF_RCPT_ANY,      /* ":any": accept every recipient */
+	CONF_RCPT_LIST,     /* ":list": only those in relay_recipients */
+	CONF_RCPT_VERIFY,   /* ":verify": ask the next hop first */
+	CONF_RCPT_DEFAULT,  /* stored only: the entry has no suffix */
+};
+
+/*
  * struct conf_listen - one listen line. addr/addr_len are ready for bind().
  * is_any is set for "*": addr is then [::] and the socket is meant to be
  * bound with IPV6_V6ONLY off so IPv4 clients arrive as ::ffff:a.b.c.d.
@@ -140,7 +154,13 @@ struct conf {
 	struct conf_cidr *mynetworks;  /* owned; n_mynetworks entries */
 	size_t n_mynetworks;
 	char **relay_domains;          /* owned; lower case; ".x" = subdomains */
+	enum conf_rcpt_policy *relay_domain_policies; /* owned; one per
+					  relay_domains entry, DEFAULT when
+					  it has no suffix */
 	size_t n_relay_domains;
+	char relay_recipients[PATH_MAX]; /* "" = none */
+	bool verify_recipients;
+	char transport_map[PATH_MAX];  /* "" = none */
 	char relayhost[CONF_DOMAIN_BYTES]; /* host or IP literal; "" = direct */
 	uint16_t relayhost_port;       /* 25 unless given */
 	bool is_relayhost_mx;          /* true: look up MX; false: [host] */
@@ -162,10 +182,8 @@ struct conf {
 	uint64_t bounce_size_limit;    /* bytes */
 	uint64_t verify_positive_ttl_ms;
 	uint64_t verify_negative_ttl_ms;
+	uint64_t verify_timeout_ms;
 	/* --- parsed and validated now, used by later issues -------------- */
-	char transport_map[PATH_MAX];  /* "" = none */
-	char relay_recipients[PATH_MAX]; /* "" = none */
-	bool verify_recipients;
 	struct conf_addr dns_servers[CONF_MAX_DNS_SERVERS];
 	size_t n_dns_servers;          /* 0 = use resolv_conf */
 	char resolv_conf[PATH_MAX];
@@ -225,8 +243,10 @@ int conf_override(struct conf *c, char *const *overrides, size_t n,
  * conf_check - the checks that involve more than one key or the final
  * value: myhostname set; at least one listener; an smtps listener needs
  * tls_cert_file and tls_key_file; those two come together; resolv_conf or
- * dns_servers; delay_warning_time below maximal_queue_lifetime. Returns 0
- * or -EINVAL ("conf: ...").
+ * dns_servers; delay_warning_time below maximal_queue_lifetime; a
+ * relay_domains entry with :list needs relay_recipients. It does not read
+ * the map files (maps_live_load() does). Returns 0 or -EINVAL
+ * ("conf: ...").
  */
 int conf_check(const struct conf *c, struct rm_err *err);
 
@@ -260,6 +280,21 @@ bool conf_mynetworks_match(const struct conf *c, const struct sockaddr *sa);
  */
 bool conf_relay_domain_match(const struct conf *c, const char *domain,
 			     size_t len);
+
+/*
+ * conf_relay_domain_policy - how RCPT checks recipients in domain (len
+ * bytes, not NUL-terminated, as the peer sent it; matched as by
+ * conf_relay_domain_match(), the longest matching entry winning). Returns
+ * CONF_RCPT_NONE when domain is not a relay domain, else the entry's
+ * suffix or, for an entry without one, the default: CONF_RCPT_LIST when
+ * relay_recipients is set, else CONF_RCPT_VERIFY when verify_recipients
+ * is yes, else CONF_RCPT_ANY. Never returns CONF_RCPT_DEFAULT.
+ */
+enum conf_rcpt_policy conf_relay_domain_policy(const struct conf *c,
+					       const char *domain, size_t len);
+
+/* conf_rcpt_policy_name - "none", "any", "list", "verify" or "default". */
+const char *conf_rcpt_policy_name(enum conf_rcpt_policy p);
 
 /*
  * conf_reactor_count - the number of reactors to start: reactors, or for

@@ -9,8 +9,8 @@
  * (reactor_on) and a few hooks (struct reactor_hooks); the reactor itself
  * uses the ops REACTOR_OP_TIMER, REACTOR_OP_WAKE and REACTOR_OP_IGNORE.
  *
- * The loop: wait for >= 1 completion, hand every completion in the CQ to
- * its handler, call hooks->loop_end (the daemon starts its group-commit
+ * The loop: wait for >= 1 completion, count the iteration (n_loops), hand
+ * every completion in the CQ to its handler, call hooks->loop_end (the daemon starts its group-commit
  * fsync there: everything completed in one iteration shares it), then
  * submit everything in one io_uring_enter.
  *
@@ -30,6 +30,7 @@
 
 #include <liburing.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -81,6 +82,10 @@ struct reactor {
 	void *ctx;                      /* read-only: the owner's context */
 	int64_t now_ms;                 /* CLOCK_MONOTONIC, updated once per loop */
 	bool is_stopping;               /* reactor_stop() seen */
+	/* loop iterations begun, counted before each batch of completions
+	 * is handled; any thread may read it. maps_live waits for it to move
+	 * on before it frees maps a handler may still hold (maps_live.h). */
+	_Atomic uint64_t n_loops;
 	struct io_uring ring;
 	/* private below */
 	const struct reactor_hooks *hooks;

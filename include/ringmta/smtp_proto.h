@@ -263,6 +263,9 @@ bool smtp_proto_utf8_valid(const uint8_t *p, size_t len);
 	X(NO_RCPT,           554, "5.5.1",  "No valid recipients") \
 	X(RELAY_DENIED,      554, "5.7.1",  "Relay access denied") \
 	X(USER_UNKNOWN,      550, "5.1.1",  "Recipient address rejected: user unknown") \
+	X(RCPT_UNLISTED,     550, "5.1.1",  "<%s>: Recipient address rejected: User unknown in relay recipient table") \
+	X(RCPT_UNVERIFIED,   450, "4.1.1",  "<%s>: Recipient address rejected: unverified address: Address verification in progress") \
+	X(RCPT_UNDELIVERABLE,550, "5.1.1",  "<%s>: Recipient address rejected: undeliverable address: the next hop does not know it") \
 	X(SENDER_REJECTED,   553, "5.7.1",  "Sender address rejected") \
 	X(NEED_SMTPUTF8,     553, "5.6.7",  "Non-ASCII address requires SMTPUTF8") \
 	X(BAD_LINE_END,      550, "5.6.0", "Bare <CR> or <LF> in message is not allowed") \

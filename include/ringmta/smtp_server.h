@@ -86,11 +86,13 @@
 /*
  * SMTP_SERVER_REPLY_RESERVE - output room a command needs before it is
  * read: its replies (the EHLO list < 480, or a reply plus 354 plus a final
- * reply plus 421) always fit, so answers never find the buffer full.
+ * reply plus 421, or a RCPT reply quoting a 254-octet address, < 360, plus
+ * 421) always fit, so answers never find the buffer full.
  */
 #define SMTP_SERVER_REPLY_RESERVE 640
-/* SMTP_SERVER_ARG_MAX - longest argument (queue id) an answer may substitute. */
-#define SMTP_SERVER_ARG_MAX 64
+/* SMTP_SERVER_ARG_MAX - longest argument an answer may substitute: a
+ * queue id, or a recipient address (RCPT_UNLISTED, RCPT_UNVERIFIED, RCPT_UNDELIVERABLE). */
+#define SMTP_SERVER_ARG_MAX SMTP_PROTO_PATH_MAX
 
 /*
  * struct smtp_server_limits - configuration, copied by smtp_server_init()
@@ -297,7 +299,8 @@ int smtp_server_next(struct smtp_server *s, struct smtp_server_ev *ev);
  * anything else "refused" (e.g. RELAY_DENIED, USER_UNKNOWN, NO_STORAGE,
  * LOCAL_ERROR). For DATA_BEGIN the accepted reply itself is not sent: the
  * server sends 354 (DATA) or reads the chunk (BDAT). arg (may be NULL)
- * replaces "%s" in the reply text, e.g. the queue id for QUEUED; it is
+ * replaces "%s" in the reply text, e.g. the queue id for QUEUED or the
+ * recipient address for RCPT_UNLISTED, RCPT_UNVERIFIED and RCPT_UNDELIVERABLE; it is
  * copied (at most SMTP_SERVER_ARG_MAX octets, made printable). Answering
  * with nothing pending is a host bug (rm_panic).
  */

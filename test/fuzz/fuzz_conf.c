@@ -73,7 +73,10 @@ static void matchers(const struct conf *c, const uint8_t *data, size_t size)
 	struct sockaddr_in6 sin6 = { .sin6_family = AF_INET6 };
 	struct sockaddr_in sin = { .sin_family = AF_INET };
 
-	conf_relay_domain_match(c, (const char *)data, size);
+	if (conf_relay_domain_match(c, (const char *)data, size) !=
+	    (conf_relay_domain_policy(c, (const char *)data, size) !=
+	     CONF_RCPT_NONE))
+		abort();
 	if (size >= 16) {
 		memcpy(&sin6.sin6_addr, data + size - 16, 16);
 		memcpy(&sin.sin_addr, data + size - 4, 4);

@@ -162,6 +162,9 @@ static const struct valid_case {
 	{ "relay_domains lower-cased",
 	  "relay_domains = Example.COM, .sub.example.net",
 	  "relay_domains = example.com .sub.example.net" },
+	{ "relay_domains policy suffixes",
+	  "relay_domains = A.example:list .b.example:verify c.example:any d.example",
+	  "relay_domains = a.example:list .b.example:verify c.example:any d.example" },
 	{ "relayhost with MX lookup", "relayhost = smtp.example.com",
 	  "relayhost = smtp.example.com:25" },
 	{ "relayhost host:port", "relayhost = relay.example.com:2525",
@@ -364,6 +367,19 @@ static const struct invalid_case {
 	  "t.conf:1: relay_domains: \".\": empty domain name" },
 	{ "relay_domains wildcard", "relay_domains = *.example.com",
 	  "t.conf:1: relay_domains: \"*.example.com\": invalid character in domain name" },
+	{ "relay_domains unknown policy", "relay_domains = example.com:all",
+	  "t.conf:1: relay_domains: \"example.com:all\": the policy after ':' is not list, verify or any" },
+	{ "relay_domains policy case", "relay_domains = example.com:LIST",
+	  "t.conf:1: relay_domains: \"example.com:LIST\": the policy after ':' is not list, verify or any" },
+	{ "relay_domains empty policy", "relay_domains = example.com:",
+	  "t.conf:1: relay_domains: \"example.com:\": the policy after ':' is not list, verify or any" },
+	{ "relay_domains two policies", "relay_domains = example.com:list:any",
+	  "t.conf:1: relay_domains: \"example.com:list:any\": the policy after ':' is not list, verify or any" },
+	{ "relay_domains twice with other policies",
+	  "relay_domains = example.com:list Example.com:any",
+	  "t.conf:1: relay_domains: \"Example.com:any\" is listed twice" },
+	{ "relay_domains policy without a domain", "relay_domains = :list",
+	  "t.conf:1: relay_domains: \"\": empty domain name" },
 	{ "relayhost unclosed", "relayhost = [smtp.example.com",
 	  "t.conf:1: relayhost: \"[smtp.example.com\": missing ']'" },
 	{ "relayhost bare IP", "relayhost = 192.0.2.1",
@@ -781,6 +797,13 @@ static const struct check_case {
 	{ "delay warning at lifetime", "delay_warning_time = 5d",
 	  "conf: delay_warning_time: not below maximal_queue_lifetime" },
 	{ "delay warning below lifetime", "delay_warning_time = 4h", NULL },
+	{ ":list without relay_recipients",
+	  "relay_domains = a.example b.example:list",
+	  "conf: relay_domains: b.example:list needs relay_recipients" },
+	{ ":list with relay_recipients",
+	  "relay_domains = b.example:list\nrelay_recipients = /r", NULL },
+	{ ":verify and :any need nothing",
+	  "relay_domains = b.example:verify c.example:any", NULL },
 };
 
 static void test_check(void)
@@ -947,6 +970,76 @@ static void test_relay_domain_match(void)
 	conf_fini(&c);
 }
 
+static const struct policy_case {
+	const char *name, *text, *domain;
+	enum conf_rcpt_policy want;
+} policy_cases[] = {
+	{ "not a relay domain", "relay_domains = a.example", "b.example",
+	  CONF_RCPT_NONE },
+	{ "no suffix, nothing set: any", "relay_domains = a.example",
+	  "a.example", CONF_RCPT_ANY },
+	{ "no suffix, relay_recipients: list",
+	  "relay_domains = a.example\nrelay_recipients = /r", "A.Example",
+	  CONF_RCPT_LIST },
+	{ "no suffix, verify_recipients: verify",
+	  "relay_domains = a.example\nverify_recipients = yes", "a.example",
+	  CONF_RCPT_VERIFY },
+	{ "no suffix, both: list wins",
+	  "relay_domains = a.example\nverify_recipients = yes\n"
+	  "relay_recipients = /r", "a.example", CONF_RCPT_LIST },
+	{ ":any beats relay_recipients",
+	  "relay_domains = a.example:any\nrelay_recipients = /r", "a.example",
+	  CONF_RCPT_ANY },
+	{ ":verify beats relay_recipients",
+	  "relay_domains = a.example:verify\nrelay_recipients = /r",
+	  "a.example", CONF_RCPT_VERIFY },
+	{ ":list", "relay_domains = .a.example:list", "x.a.example",
+	  CONF_RCPT_LIST },
+	{ "longest entry wins, whatever the order",
+	  "relay_domains = .example:any .a.example:list", "x.a.example",
+	  CONF_RCPT_LIST },
+	{ "longest entry wins, other order",
+	  "relay_domains = .a.example:list .example:any", "x.b.example",
+	  CONF_RCPT_ANY },
+	{ "exact beats a parent .entry",
+	  "relay_domains = .example:list a.example:any\nrelay_recipients = /r",
+	  "a.example", CONF_RCPT_ANY },
+	{ "trailing dot never matches", "relay_domains = a.example:any",
+	  "a.example.", CONF_RCPT_NONE },
+};
+
+static void test_relay_domain_policy(void)
+{
+	size_t i, ml;
+	void *base;
+
+	for (i = 0; i < sizeof(policy_cases) / sizeof(policy_cases[0]); i++) {
+		const struct policy_case *tc = &policy_cases[i];
+		size_t len = strlen(tc->domain);
+		struct rm_err err = { 0 };
+		enum conf_rcpt_policy got;
+		const char *g;
+		struct conf c;
+		int rc;
+
+		T_CASE(tc->name);
+		rc = parse(&c, tc->text, &err);
+		T_CHECK(rc == 0, "parse: got %d (%s), want 0", rc, err.msg);
+		g = t_guard_copy(tc->domain, len, &base, &ml);
+		got = conf_relay_domain_policy(&c, g, len);
+		T_CHECK(got == tc->want, "got %s, want %s",
+			conf_rcpt_policy_name(got),
+			conf_rcpt_policy_name(tc->want));
+		T_EQ_INT(conf_relay_domain_match(&c, g, len),
+			 tc->want != CONF_RCPT_NONE);
+		t_guard_free(base, ml);
+		conf_fini(&c);
+	}
+	T_CASE("policy names");
+	T_EQ_STR(conf_rcpt_policy_name(CONF_RCPT_DEFAULT), "default");
+	T_EQ_STR(conf_rcpt_policy_name(CONF_RCPT_NONE), "none");
+}
+
 static void test_reactor_count(void)
 {
 	struct rm_err err = { 0 };
@@ -977,7 +1070,8 @@ static void test_round_trip(void)
 		"spool_dir = /var/spool/ringmta\nreactors = 8\n"
 		"myhostname = mx.example.org\n"
 		"mynetworks = 10.0.0.0/8 [2001:db8::]/32 192.0.2.7\n"
-		"relay_domains = example.org .example.org\n"
+		"relay_domains = example.org:list .example.org:verify x.example:any\n"
+		"relay_recipients = /etc/ringmta/rcpt\n"
 		"relayhost = [ipv6:2001:db8::25]:2525\n"
 		"message_size_limit = 12345678\nsmtpd_timeout = 1500ms\n"
 		"dns_servers = 192.0.2.53 [2001:db8::53]:5353\n"
@@ -1073,6 +1167,7 @@ int main(void)
 	test_check();
 	test_mynetworks_match();
 	test_relay_domain_match();
+	test_relay_domain_policy();
 	test_reactor_count();
 	test_round_trip();
 	test_generated_files();
