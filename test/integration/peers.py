@@ -299,7 +299,8 @@ class SmtpSink:
 
     smtp-sink writes its dump files dot-unstuffed with LF line ends;
     messages() turns them back into CRLF lines (a bare CR or LF the client
-    sent cannot be told apart: use ScriptSink for byte-exact checks). count() is smtp-sink's own counter (-c).
+    sent cannot be told apart: use ScriptSink for byte-exact checks).
+    count() is smtp-sink's own counter (-c).
     """
 
     MESG_RE = re.compile(rb"mesg=(\d+)")
@@ -711,7 +712,8 @@ class ScriptSink:
                     self._say(s, f, "554 5.5.1 Error: no valid recipients")
                     continue
                 key = txn.rcpts[0]
-                r = pick(self.rules["data"], key, self._count("data", key), "354 End data with <CR><LF>.<CR><LF>")
+                r = pick(self.rules["data"], key, self._count("data", key),
+                         "354 End data with <CR><LF>.<CR><LF>")
                 self._say(s, f, r)
                 if not r.startswith("3"):
                     txn = None

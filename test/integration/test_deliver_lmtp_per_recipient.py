@@ -1,4 +1,4 @@
-"""test_deliver_lmtp_per_recipient - LMTP's one reply per recipient: only the deferred one is retried.
+"""test_deliver_lmtp_per_recipient - LMTP replies per recipient: only the deferred one is retried.
 
 Owns:     one delivering ringmta, a script sink speaking LMTP on a unix
           socket (transport_map in.test lmtp:unix:PATH) whose end-of-data

@@ -19,8 +19,8 @@ Standards: RFC 5321 5.1 (MX preference, next MX when one fails), RFC 7505
 
 import pytest
 
-from peers import (deliver_log, free_port_on, parse_dsn, send_mail, statuses, wait_deliver, wait_for,
-                   wait_queue_empty)
+from peers import (deliver_log, free_port_on, parse_dsn, send_mail, statuses, wait_deliver,
+                   wait_for, wait_queue_empty)
 
 DELIVER_S = 30
 HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6")

@@ -1,4 +1,4 @@
-"""test_deliver_postfix_nexthop - ringmta relays to a real Postfix, which files the mail in Maildirs.
+"""test_deliver_postfix_nexthop - relaying to a real Postfix that files mail in Maildirs.
 
 Owns:     one delivering ringmta, one private Postfix (PostfixPeer: own
           config, queue and data dirs, virtual(8) into Maildirs, 127.0.0.1

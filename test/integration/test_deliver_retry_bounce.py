@@ -1,4 +1,4 @@
-"""test_deliver_retry_bounce - 4xx is retried and delivered once; 5xx and expiry bounce to the sender.
+"""test_deliver_retry_bounce - 4xx retried, delivered once; 5xx and expiry bounce.
 
 Owns:     one delivering ringmta per test with transport_map routes:
           example.test to a script sink (the scripted next hop), sender.test

@@ -1,4 +1,4 @@
-"""test_deliver_timeouts - a next hop that stops answering or hangs up frees the connection and defers.
+"""test_deliver_timeouts - a silent or hanging-up next hop: timeout, defer, retry.
 
 Owns:     one delivering ringmta per test (relayhost = a script sink that
           hangs: accepts TCP and never greets, or never answers one command;

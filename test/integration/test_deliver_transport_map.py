@@ -1,4 +1,4 @@
-"""test_deliver_transport_map - transport_map routes: exact domain, .subdomains, * default, relayhost by name.
+"""test_deliver_transport_map - transport_map lookup order; relayhost by name.
 
 Owns:     one delivering ringmta per test and script sinks as the mapped
           next hops (SMTP on 127.0.0.1 ports, LMTP on a unix socket); for
@@ -7,7 +7,8 @@ Owns:     one delivering ringmta per test and script sinks as the mapped
 Must not: reach anything but 127.0.0.0/8 and the sinks' unix sockets.
 Interface: pytest-3 test/integration/test_deliver_transport_map.py
 Limits:   every wait polls with a timeout (DELIVER_S).
-Skips:    without the delivery engine (issue 4) or map files (lookup order); unbound for the last test.
+Skips:    without the delivery engine (issue 4); without map files (lookup
+          order); without unbound (relayhost by name).
 Standards: Postfix transport(5) as the model for lookup order: the exact
           domain, then .parent entries for subdomains, then *; RFC 5321 5.1
           (implicit MX).
