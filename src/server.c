@@ -84,7 +84,7 @@ static void loop_end(struct reactor *r)
 			return;
 		if (!sv->is_durable) {
 			/* durability = none: the relaxed benchmark mode, no fsync. */
-			spool_shard_sync_end(sv->shard, 0, session_commit_done, &err);
+			spool_shard_sync_end(sv->shard, 0, spool_owner_done, &err);
 			continue;
 		}
 		struct io_uring_sqe *sqe = reactor_sqe(r);
@@ -103,7 +103,7 @@ static void on_fsync(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 	sv->is_fsync_inflight = false;
 	if (cqe->res < 0)
 		log_warn("r%u spool: fdatasync: %s", r->id, strerror(-cqe->res));
-	spool_shard_sync_end(sv->shard, cqe->res, session_commit_done, &err);
+	spool_shard_sync_end(sv->shard, cqe->res, spool_owner_done, &err);
 	if (err.code < 0)
 		log_warn("r%u %s", r->id, err.msg);
 }

@@ -25,6 +25,7 @@
 #include "ringmta/session.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +55,7 @@ struct rcpt_ref {
 };
 
 struct session {
+	struct spool_owner owner;       /* the group commit calls us back */
 	struct session *next, *prev;    /* reactor's session list */
 	struct session *starved_next;   /* reactor's -ENOBUFS list */
 	struct server *sv;
@@ -364,7 +366,7 @@ static void on_data_end(struct session *s)
 	env.client_addr = s->peer_str;
 	env.helo = s->helo;
 	env.arrival_unix = time(NULL);
-	rc_end = spool_msg_end(s->msg, &env, s, &err);
+	rc_end = spool_msg_end(s->msg, &env, &s->owner, &err);
 	s->msg = NULL;
 	if (rc != rc_small)
 		free(rc);
@@ -376,9 +378,9 @@ static void on_data_end(struct session *s)
 	s->awaiting_commit = true;
 }
 
-void session_commit_done(void *owner, const char *queue_id, int status)
+void session_commit_done(struct spool_owner *o, const char *queue_id, int status)
 {
-	struct session *s = owner;
+	struct session *s = (struct session *)((char *)o - offsetof(struct session, owner));
 
 	s->awaiting_commit = false;
 	if (status == 0) {
@@ -554,6 +556,7 @@ void session_accept(struct server *r, int fd, const struct sockaddr *peer,
 	 * ACK, adding up to 40 ms per round trip. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
 	memset(s, 0, offsetof(struct session, srv));
+	s->owner.done = session_commit_done;
 	s->sv = r;
 	s->fd = fd;
 	s->in_bid = -1;

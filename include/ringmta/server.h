@@ -7,8 +7,9 @@
  * (reactor hook loop_end) the spool shard's pending batch, i.e. every
  * message whose data ended during the iteration, gets one IORING_OP_FSYNC
  * (datasync); the reactor keeps serving other sessions while it runs; its
- * completion commits the batch to the index and releases the batch's 250
- * replies (session_commit_done). At most one fsync is in flight per
+ * completion commits the batch to the index and calls every item's owner
+ * back through spool_owner_done (struct spool_owner): a session releases
+ * its 250 (session_commit_done), an admin request its reply. At most one fsync is in flight per
  * reactor; the next batch starts when it completes.
  */
 #ifndef RINGMTA_SERVER_H
