@@ -4,7 +4,8 @@
  *
  * Owns: the reactor's listening sockets, its session list (sessions free
  *       themselves; the list is how shutdown and the tick reach them), its
- *       spool shard, the one fsync in flight.
+ *       spool shard, the one fsync in flight, its admin mailbox (drained
+ *       in the wake hook by control.c).
  * Must not: parse SMTP (smtp_server) or touch another reactor's state.
  * Interface: include/ringmta/server.h
  * Limits: connections via net_conn_acquire (max_connections,
@@ -22,6 +23,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "ringmta/control.h"
 #include "ringmta/deliver.h"
 #include "ringmta/log.h"
 #include "ringmta/session.h"
@@ -215,9 +217,17 @@ static void buf_free(struct reactor *r)
 	}
 }
 
+/* wake - the main thread posted admin requests (control.c). */
+static void wake(struct reactor *r)
+{
+	control_run(server_of(r));
+}
+
 static void finish(struct reactor *r)
 {
 	struct server *sv = server_of(r);
+
+	control_mailbox_close(&sv->mbox);   /* before the shard drops their items */
 
 	for (unsigned i = 0; i < sv->n_listeners; i++) {
 		if (sv->listeners[i].fd >= 0) {
@@ -238,6 +248,7 @@ static const struct reactor_hooks server_hooks = {
 	.is_done = is_done,
 	.finish = finish,
 	.buf_free = buf_free,
+	.wake = wake,
 };
 
 int server_init(struct server *sv, unsigned id, const struct conf *conf,
@@ -249,6 +260,7 @@ int server_init(struct server *sv, unsigned id, const struct conf *conf,
 	int rc;
 
 	memset(sv, 0, sizeof(*sv));
+	control_mailbox_init(&sv->mbox);
 	memset(&o, 0, sizeof(o));
 	o.id = id;
 	o.hooks = &server_hooks;
@@ -282,6 +294,7 @@ int server_init(struct server *sv, unsigned id, const struct conf *conf,
 void server_fini(struct server *sv)
 {
 	/* A reactor that failed before its loop never ran finish(). */
+	control_mailbox_fini(&sv->mbox);
 	spool_shard_close(sv->shard);
 	sv->shard = NULL;
 	deliver_free(sv->deliver);

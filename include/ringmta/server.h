@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "ringmta/conf.h"
+#include "ringmta/control.h"
 #include "ringmta/reactor.h"
 #include "ringmta/spool.h"
 #include "ringmta/util.h"
@@ -63,6 +64,7 @@ struct server {
 	uint64_t next_session_id;
 	int64_t stop_deadline_ms;
 	int64_t next_sweep_ms;          /* next spool_shard_sweep */
+	struct control_mailbox mbox;    /* admin requests from the main thread */
 	char anchor[16] __attribute__((aligned(16)));
 };
 
