@@ -116,8 +116,6 @@ static void call_free(struct control_call *c)
 	free(c);
 }
 
-/* call_new - a call for n reqs; the main thread holds one reference. */
-static struct control_call *call_new(unsigned n, const struct control_proto_request *rq);
 
 /* call_put - drop the main thread's reference. */
 static void call_put(struct control_call *c)
@@ -660,6 +658,7 @@ static void send_reply(int fd, enum control_proto_status st, const char *text, i
 	}
 }
 
+/* call_new - a call for n reqs; the main thread holds one reference. */
 static struct control_call *call_new(unsigned n, const struct control_proto_request *rq)
 {
 	struct control_call *c = calloc(1, sizeof(*c) + n * sizeof(c->reqs[0]));
