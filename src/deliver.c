@@ -106,7 +106,7 @@ struct drcpt {
 
 /* struct dmsg - a message in flight. */
 struct dmsg {
-	struct server_owner own;    /* first: the spool's done callback */
+	struct spool_owner own;    /* first: the spool's done callback */
 	struct dmsg *hnext;
 	struct deliver *d;
 	char id[SPOOL_ID_BYTES + 1];
@@ -122,6 +122,7 @@ struct dmsg {
 	unsigned n_open;            /* transactions not finished */
 	bool is_committing;         /* update/done written, waiting for commit */
 	struct verify *probe;       /* a recipient probe, not a spooled message */
+	bool is_pin;                /* a placeholder: an admin change is committing */
 };
 
 /* struct dtxn - some recipients of one message for one route. */
@@ -423,6 +424,37 @@ static void msg_forget(struct deliver *d, struct dmsg *m)
 	msg_free(m);
 }
 
+bool deliver_pin(struct deliver *d, const char *queue_id)
+{
+	struct dmsg **slot, *m;
+
+	if (d == NULL)
+		return true;
+	slot = msg_slot(d, queue_id);
+	if (*slot != NULL)
+		return false;
+	if ((m = calloc(1, sizeof(*m))) == NULL)
+		return false;
+	m->is_pin = true;
+	m->d = d;
+	snprintf(m->id, sizeof(m->id), "%s", queue_id);
+	*slot = m;
+	return true;
+}
+
+void deliver_unpin(struct deliver *d, const char *queue_id)
+{
+	struct dmsg **slot, *m;
+
+	if (d == NULL)
+		return;
+	slot = msg_slot(d, queue_id);
+	if ((m = *slot) == NULL || !m->is_pin)
+		return;
+	*slot = m->hnext;
+	free(m);
+}
+
 bool deliver_is_busy(const struct deliver *d, const char *queue_id)
 {
 	struct deliver *dd = (struct deliver *)d;
@@ -517,11 +549,11 @@ static int bounce_write(struct deliver *d, struct dmsg *m, enum dsn_kind kind,
 
 /* struct bounce_owner - the commit of a bounce: deliver it then. */
 struct bounce_owner {
-	struct server_owner own;
+	struct spool_owner own;
 	struct deliver *d;
 };
 
-static void bounce_committed(struct server_owner *o, const char *queue_id, int status)
+static void bounce_committed(struct spool_owner *o, const char *queue_id, int status)
 {
 	struct bounce_owner *b = (struct bounce_owner *)o;
 
@@ -643,7 +675,7 @@ static int bounce(struct deliver *d, struct dmsg *m, enum dsn_kind kind)
 
 /* ---- finishing a message ----------------------------------------------------- */
 
-static void msg_committed(struct server_owner *o, const char *queue_id, int status)
+static void msg_committed(struct spool_owner *o, const char *queue_id, int status)
 {
 	struct dmsg *m = (struct dmsg *)o;
 
