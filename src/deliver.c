@@ -1415,7 +1415,7 @@ static bool conn_target(struct conn *c, socklen_t *len)
 
 	if (st->is_unix) {
 		struct sockaddr_un *un = (struct sockaddr_un *)&c->addr;
-		if (c->host_i > 0)
+		if (c->host_i > 0 || c->addr_i > 0)
 			return false;
 		memset(un, 0, sizeof(*un));
 		un->sun_family = AF_UNIX;
@@ -1708,6 +1708,8 @@ static void on_connect(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 	c->n_ops--;
 	if (cqe->res < 0) {
 		int e = cqe->res == -ECANCELED ? -ETIMEDOUT : cqe->res;
+		if (e == -ENOENT && c->addr.ss_family == AF_UNIX)
+			e = -ECONNREFUSED;   /* no socket file: nobody listens */
 		c->conn_fault = queue_fault_from_errno(e, true);
 		c->has_fail = false;
 		conn_next_host(c, false);
@@ -1715,7 +1717,11 @@ static void on_connect(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 	}
 	c->st = CONN_UP;
 	c->site->n_connecting--;
-	smtp_client_init(c->cl, &c->d->lim);
+	{
+		struct smtp_client_limits lim = c->d->lim;
+		lim.is_lmtp = c->site->is_lmtp;   /* LHLO, a reply per recipient */
+		smtp_client_init(c->cl, &lim);
+	}
 	c->timer_phase = SMTP_CLIENT_PHASE_NONE;
 	c->deadline_ms = 0;
 	conn_arm_recv(c);
