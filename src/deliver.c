@@ -37,6 +37,7 @@
 #include "ringmta/deliver.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,6 +72,12 @@
 #define DELIVER_SCAN_MS 1000
 /* DELIVER_HASH - buckets of the message, route and site tables. */
 #define DELIVER_HASH 4096
+/* DELIVER_SITE_SLOTS - connection counters shared by every reactor,
+ * indexed by a hash of the site key, so destination_concurrency_limit
+ * holds for the whole process, not per reactor (a collision only makes two
+ * sites share one limit). */
+#define DELIVER_SITE_SLOTS 65536
+static _Atomic unsigned site_conn_count[DELIVER_SITE_SLOTS];
 /* DELIVER_DIAG_MAX - remote reply text kept per failed recipient. */
 #define DELIVER_DIAG_MAX 1024
 
@@ -175,6 +182,7 @@ struct site {
 	unsigned rate_used;
 	struct site *pump_next;     /* on the engine's to-pump list */
 	bool is_pump_pending;
+	uint32_t slot;              /* its site_conn_count counter */
 };
 
 enum conn_state { CONN_CONNECTING, CONN_UP, CONN_CLOSED };
@@ -267,6 +275,7 @@ struct deliver {
 	struct site *pump_list;     /* sites to pump at the loop end */
 	struct verify *verifies;    /* probes in flight */
 	bool is_verify_starting;
+	unsigned rate_share;        /* this reactor's part of destination_rate_limit */
 	struct vcache_slot *vcache;
 };
 
@@ -819,6 +828,7 @@ static struct site *site_get(struct deliver *d, const char *key)
 	if (st == NULL)
 		return NULL;
 	snprintf(st->key, sizeof(st->key), "%s", key);
+	st->slot = (uint32_t)(hash_str(key) % DELIVER_SITE_SLOTS);
 	queue_dest_init(&st->health);
 	st->hnext = *pp;
 	*pp = st;
@@ -1502,6 +1512,7 @@ static void conn_unlink(struct conn *c)
 	st->n_conns--;
 	if (c->st == CONN_CONNECTING)
 		st->n_connecting--;
+	atomic_fetch_sub_explicit(&site_conn_count[st->slot], 1, memory_order_relaxed);
 	c->site = NULL;
 }
 
@@ -1792,7 +1803,7 @@ static bool conn_take_txn(struct conn *c)
 				st->rate_window_ms = d->r->now_ms;
 				st->rate_used = 0;
 			}
-			if (st->rate_used >= rl->count)
+			if (st->rate_used >= d->rate_share)
 				return false;   /* the tick pumps the site again */
 			st->rate_used++;
 		}
@@ -2087,11 +2098,14 @@ static void conn_open(struct deliver *d, struct site *st)
 {
 	struct conn *c = aligned_alloc(16, sizeof(*c));
 
-	if (c == NULL)
+	if (c == NULL) {
+		atomic_fetch_sub_explicit(&site_conn_count[st->slot], 1, memory_order_relaxed);
 		return;
+	}
 	memset(c, 0, sizeof(*c));
 	c->cl = malloc(smtp_client_size());
 	if (c->cl == NULL) {
+		atomic_fetch_sub_explicit(&site_conn_count[st->slot], 1, memory_order_relaxed);
 		free(c);
 		return;
 	}
@@ -2135,8 +2149,16 @@ static void site_pump(struct deliver *d, struct site *st)
 		return;
 	}
 	while (st->q_len > st->n_connecting && st->n_conns < limit &&
-	       queue_dest_may_connect(&st->health, &d->dest_policy, d->r->now_ms, st->n_conns))
+	       queue_dest_may_connect(&st->health, &d->dest_policy, d->r->now_ms, st->n_conns)) {
+		/* the limit is the process's: every reactor counts here */
+		unsigned n = atomic_fetch_add_explicit(&site_conn_count[st->slot], 1,
+						       memory_order_relaxed);
+		if (n >= limit) {
+			atomic_fetch_sub_explicit(&site_conn_count[st->slot], 1, memory_order_relaxed);
+			break;    /* another reactor has them; the tick tries again */
+		}
 		conn_open(d, st);
+	}
 }
 
 /* ---- the queue scan and the hooks ----------------------------------------------------- */
@@ -2313,6 +2335,10 @@ int deliver_new(struct deliver **out, struct server *sv, struct rm_err *err)
 	    d->rng == 0)
 		d->rng = 0x9e3779b97f4a7c15ULL ^ (uint64_t)time(NULL);
 	queue_dest_policy_default(&d->dest_policy);
+	/* shared-nothing: each reactor takes its part of the rate */
+	d->rate_share = d->conf->destination_rate_limit.count / conf_reactor_count(d->conf);
+	if (d->rate_share == 0)
+		d->rate_share = 1;
 	smtp_client_limits_default(&d->lim);
 	d->lim.helo_name = d->conf->myhostname;
 	d->lim.max_rcpt = d->conf->destination_recipient_limit < SMTP_CLIENT_RCPT_MAX
