@@ -183,6 +183,8 @@ struct site {
 	struct site *pump_next;     /* on the engine's to-pump list */
 	bool is_pump_pending;
 	uint32_t slot;              /* its site_conn_count counter */
+	unsigned n_routes;          /* routes that point here */
+	int64_t idle_since_ms;      /* no connection and no queue since */
 };
 
 enum conn_state { CONN_CONNECTING, CONN_UP, CONN_CLOSED };
@@ -261,6 +263,7 @@ struct deliver {
 	bool is_kicked;
 	bool is_stopping;
 	int64_t next_scan_ms;
+	int64_t next_sweep_ms;
 	unsigned n_inflight;
 	struct dmsg *msgs[DELIVER_HASH];
 	struct route *routes[DELIVER_HASH];
@@ -835,6 +838,16 @@ static struct site *site_get(struct deliver *d, const char *key)
 	return st;
 }
 
+/* route_set_site - point rt at st (NULL: at nothing), counting references. */
+static void route_set_site(struct route *rt, struct site *st)
+{
+	if (rt->site != NULL)
+		rt->site->n_routes--;
+	rt->site = st;
+	if (st != NULL)
+		st->n_routes++;
+}
+
 /* site_enqueue - t waits for a connection of st. */
 static void site_enqueue(struct deliver *d, struct site *st, struct dtxn *t)
 {
@@ -947,7 +960,7 @@ static void on_dns(void *arg, const struct dns_mx_result *res)
 		st->port = rt->port;
 		st->n_hosts = res->n_hosts;
 		memcpy(st->hosts, res->hosts, sizeof(res->hosts[0]) * res->n_hosts);
-		rt->site = st;
+		route_set_site(rt, st);
 		rt->fail = DNS_RESULT_OK;
 		rt->expires_ms = res->is_literal ? INT64_MAX
 			: d->r->now_ms + (int64_t)(res->ttl_s ? res->ttl_s : 1) * 1000;
@@ -1053,7 +1066,7 @@ static void route_submit(struct deliver *d, struct route *rt, struct dtxn *t)
 		st->is_lmtp = rt->is_lmtp;
 		st->is_unix = true;
 		memcpy(st->path, rt->path, sizeof(st->path));
-		rt->site = st;
+		route_set_site(rt, st);
 		rt->expires_ms = INT64_MAX;
 		site_enqueue(d, st, t);
 		return;
@@ -1066,7 +1079,7 @@ static void route_submit(struct deliver *d, struct route *rt, struct dtxn *t)
 	rt->wait_tail = t;
 	if (rt->is_resolving)
 		return;
-	rt->site = NULL;
+	route_set_site(rt, NULL);
 	rt->is_resolving = true;
 	if (rt->kind == ROUTE_MX)
 		rc = dns_mx_lookup(d->dns, rt->host, strlen(rt->host), on_dns, rt, NULL);
@@ -2243,6 +2256,50 @@ void deliver_loop_end(struct deliver *d)
 	}
 }
 
+/* DELIVER_SWEEP_MS, DELIVER_SITE_IDLE_MS - how often routes and sites
+ * nobody uses are freed, and how long an unused site is kept (its health
+ * record is what a dead destination's hold-off needs). */
+#define DELIVER_SWEEP_MS 60000
+#define DELIVER_SITE_IDLE_MS (10 * 60000)
+
+/* sweep - free expired routes and long-unused sites: memory stays bounded
+ * by what is in use, however many domains pass through. */
+static void sweep(struct deliver *d)
+{
+	int64_t now = d->r->now_ms;
+
+	for (size_t b = 0; b < DELIVER_HASH; b++) {
+		struct route **rp = &d->routes[b], *rt;
+		while ((rt = *rp) != NULL) {
+			if (!rt->is_resolving && rt->wait_head == NULL && rt->expires_ms <= now) {
+				*rp = rt->hnext;
+				route_set_site(rt, NULL);
+				free(rt);
+				continue;
+			}
+			rp = &rt->hnext;
+		}
+	}
+	for (size_t b = 0; b < DELIVER_HASH; b++) {
+		struct site **sp = &d->sites[b], *st;
+		while ((st = *sp) != NULL) {
+			bool is_unused = st->n_conns == 0 && st->q_len == 0 && st->n_routes == 0 &&
+				!st->is_pump_pending;
+			if (!is_unused) {
+				st->idle_since_ms = 0;
+			} else if (st->idle_since_ms == 0) {
+				st->idle_since_ms = now;
+			} else if (now - st->idle_since_ms >= DELIVER_SITE_IDLE_MS &&
+				   !queue_dest_is_dead(&st->health, &d->dest_policy, now)) {
+				*sp = st->hnext;
+				free(st);
+				continue;
+			}
+			sp = &st->hnext;
+		}
+	}
+}
+
 /* deliver_tick - timeouts of connections, rate-limited sites. */
 void deliver_tick(struct deliver *d)
 {
@@ -2251,6 +2308,10 @@ void deliver_tick(struct deliver *d)
 	if (d == NULL)
 		return;
 	now = d->r->now_ms;
+	if (now >= d->next_sweep_ms) {
+		d->next_sweep_ms = now + DELIVER_SWEEP_MS;
+		sweep(d);
+	}
 	for (size_t b = 0; b < DELIVER_HASH; b++) {
 		for (struct site *st = d->sites[b]; st != NULL; st = st->hnext) {
 			struct conn *c, *next;
