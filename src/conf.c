@@ -1472,13 +1472,15 @@ static const struct conf_key conf_keys[] = {
 	  F(destination_concurrency_limit), .min = 1,
 	  .max = 10000, .def = "20", .values = "1..10000",
 	  .doc = "Outbound: most connections open at once to one "
-		"destination domain (or relayhost)." },
+		"destination (a next hop, or the MX host set that serves a "
+		"domain), counted across every reactor." },
 	{ .name = "destination_rate_limit", CUSTOM(set_rate, dump_rate),
 	  .def = "0",
 	  .values = "0 (no limit) or N/DURATION such as 100/1m or 5/s; N "
 		"1..1000000, DURATION 1s..1d",
 	  .doc = "Outbound: most messages started to one destination per "
-		"time window; the others wait in the queue." },
+		"time window; the others wait in the queue. Each reactor takes "
+		"an equal share (at least 1 per window)." },
 	{ .name = "destination_recipient_limit", .kind = K_UINT,
 	  F(destination_recipient_limit), .min = 1,
 	  .max = 100000, .def = "50", .values = "1..100000",

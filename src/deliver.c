@@ -37,6 +37,7 @@
 #include "ringmta/deliver.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,6 +72,12 @@
 #define DELIVER_SCAN_MS 1000
 /* DELIVER_HASH - buckets of the message, route and site tables. */
 #define DELIVER_HASH 4096
+/* DELIVER_SITE_SLOTS - connection counters shared by every reactor,
+ * indexed by a hash of the site key, so destination_concurrency_limit
+ * holds for the whole process, not per reactor (a collision only makes two
+ * sites share one limit). */
+#define DELIVER_SITE_SLOTS 65536
+static _Atomic unsigned site_conn_count[DELIVER_SITE_SLOTS];
 /* DELIVER_DIAG_MAX - remote reply text kept per failed recipient. */
 #define DELIVER_DIAG_MAX 1024
 
@@ -106,7 +113,7 @@ struct drcpt {
 
 /* struct dmsg - a message in flight. */
 struct dmsg {
-	struct server_owner own;    /* first: the spool's done callback */
+	struct spool_owner own;    /* first: the spool's done callback */
 	struct dmsg *hnext;
 	struct deliver *d;
 	char id[SPOOL_ID_BYTES + 1];
@@ -122,6 +129,7 @@ struct dmsg {
 	unsigned n_open;            /* transactions not finished */
 	bool is_committing;         /* update/done written, waiting for commit */
 	struct verify *probe;       /* a recipient probe, not a spooled message */
+	bool is_pin;                /* a placeholder: an admin change is committing */
 };
 
 /* struct dtxn - some recipients of one message for one route. */
@@ -174,6 +182,9 @@ struct site {
 	unsigned rate_used;
 	struct site *pump_next;     /* on the engine's to-pump list */
 	bool is_pump_pending;
+	uint32_t slot;              /* its site_conn_count counter */
+	unsigned n_routes;          /* routes that point here */
+	int64_t idle_since_ms;      /* no connection and no queue since */
 };
 
 enum conn_state { CONN_CONNECTING, CONN_UP, CONN_CLOSED };
@@ -252,6 +263,7 @@ struct deliver {
 	bool is_kicked;
 	bool is_stopping;
 	int64_t next_scan_ms;
+	int64_t next_sweep_ms;
 	unsigned n_inflight;
 	struct dmsg *msgs[DELIVER_HASH];
 	struct route *routes[DELIVER_HASH];
@@ -266,6 +278,7 @@ struct deliver {
 	struct site *pump_list;     /* sites to pump at the loop end */
 	struct verify *verifies;    /* probes in flight */
 	bool is_verify_starting;
+	unsigned rate_share;        /* this reactor's part of destination_rate_limit */
 	struct vcache_slot *vcache;
 };
 
@@ -423,6 +436,37 @@ static void msg_forget(struct deliver *d, struct dmsg *m)
 	msg_free(m);
 }
 
+bool deliver_pin(struct deliver *d, const char *queue_id)
+{
+	struct dmsg **slot, *m;
+
+	if (d == NULL)
+		return true;
+	slot = msg_slot(d, queue_id);
+	if (*slot != NULL)
+		return false;
+	if ((m = calloc(1, sizeof(*m))) == NULL)
+		return false;
+	m->is_pin = true;
+	m->d = d;
+	snprintf(m->id, sizeof(m->id), "%s", queue_id);
+	*slot = m;
+	return true;
+}
+
+void deliver_unpin(struct deliver *d, const char *queue_id)
+{
+	struct dmsg **slot, *m;
+
+	if (d == NULL)
+		return;
+	slot = msg_slot(d, queue_id);
+	if ((m = *slot) == NULL || !m->is_pin)
+		return;
+	*slot = m->hnext;
+	free(m);
+}
+
 bool deliver_is_busy(const struct deliver *d, const char *queue_id)
 {
 	struct deliver *dd = (struct deliver *)d;
@@ -517,11 +561,11 @@ static int bounce_write(struct deliver *d, struct dmsg *m, enum dsn_kind kind,
 
 /* struct bounce_owner - the commit of a bounce: deliver it then. */
 struct bounce_owner {
-	struct server_owner own;
+	struct spool_owner own;
 	struct deliver *d;
 };
 
-static void bounce_committed(struct server_owner *o, const char *queue_id, int status)
+static void bounce_committed(struct spool_owner *o, const char *queue_id, int status)
 {
 	struct bounce_owner *b = (struct bounce_owner *)o;
 
@@ -643,7 +687,7 @@ static int bounce(struct deliver *d, struct dmsg *m, enum dsn_kind kind)
 
 /* ---- finishing a message ----------------------------------------------------- */
 
-static void msg_committed(struct server_owner *o, const char *queue_id, int status)
+static void msg_committed(struct spool_owner *o, const char *queue_id, int status)
 {
 	struct dmsg *m = (struct dmsg *)o;
 
@@ -787,10 +831,21 @@ static struct site *site_get(struct deliver *d, const char *key)
 	if (st == NULL)
 		return NULL;
 	snprintf(st->key, sizeof(st->key), "%s", key);
+	st->slot = (uint32_t)(hash_str(key) % DELIVER_SITE_SLOTS);
 	queue_dest_init(&st->health);
 	st->hnext = *pp;
 	*pp = st;
 	return st;
+}
+
+/* route_set_site - point rt at st (NULL: at nothing), counting references. */
+static void route_set_site(struct route *rt, struct site *st)
+{
+	if (rt->site != NULL)
+		rt->site->n_routes--;
+	rt->site = st;
+	if (st != NULL)
+		st->n_routes++;
 }
 
 /* site_enqueue - t waits for a connection of st. */
@@ -905,7 +960,7 @@ static void on_dns(void *arg, const struct dns_mx_result *res)
 		st->port = rt->port;
 		st->n_hosts = res->n_hosts;
 		memcpy(st->hosts, res->hosts, sizeof(res->hosts[0]) * res->n_hosts);
-		rt->site = st;
+		route_set_site(rt, st);
 		rt->fail = DNS_RESULT_OK;
 		rt->expires_ms = res->is_literal ? INT64_MAX
 			: d->r->now_ms + (int64_t)(res->ttl_s ? res->ttl_s : 1) * 1000;
@@ -1011,7 +1066,7 @@ static void route_submit(struct deliver *d, struct route *rt, struct dtxn *t)
 		st->is_lmtp = rt->is_lmtp;
 		st->is_unix = true;
 		memcpy(st->path, rt->path, sizeof(st->path));
-		rt->site = st;
+		route_set_site(rt, st);
 		rt->expires_ms = INT64_MAX;
 		site_enqueue(d, st, t);
 		return;
@@ -1024,7 +1079,7 @@ static void route_submit(struct deliver *d, struct route *rt, struct dtxn *t)
 	rt->wait_tail = t;
 	if (rt->is_resolving)
 		return;
-	rt->site = NULL;
+	route_set_site(rt, NULL);
 	rt->is_resolving = true;
 	if (rt->kind == ROUTE_MX)
 		rc = dns_mx_lookup(d->dns, rt->host, strlen(rt->host), on_dns, rt, NULL);
@@ -1383,7 +1438,7 @@ static bool conn_target(struct conn *c, socklen_t *len)
 
 	if (st->is_unix) {
 		struct sockaddr_un *un = (struct sockaddr_un *)&c->addr;
-		if (c->host_i > 0)
+		if (c->host_i > 0 || c->addr_i > 0)
 			return false;
 		memset(un, 0, sizeof(*un));
 		un->sun_family = AF_UNIX;
@@ -1470,6 +1525,7 @@ static void conn_unlink(struct conn *c)
 	st->n_conns--;
 	if (c->st == CONN_CONNECTING)
 		st->n_connecting--;
+	atomic_fetch_sub_explicit(&site_conn_count[st->slot], 1, memory_order_relaxed);
 	c->site = NULL;
 }
 
@@ -1676,6 +1732,8 @@ static void on_connect(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 	c->n_ops--;
 	if (cqe->res < 0) {
 		int e = cqe->res == -ECANCELED ? -ETIMEDOUT : cqe->res;
+		if (e == -ENOENT && c->addr.ss_family == AF_UNIX)
+			e = -ECONNREFUSED;   /* no socket file: nobody listens */
 		c->conn_fault = queue_fault_from_errno(e, true);
 		c->has_fail = false;
 		conn_next_host(c, false);
@@ -1683,7 +1741,11 @@ static void on_connect(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 	}
 	c->st = CONN_UP;
 	c->site->n_connecting--;
-	smtp_client_init(c->cl, &c->d->lim);
+	{
+		struct smtp_client_limits lim = c->d->lim;
+		lim.is_lmtp = c->site->is_lmtp;   /* LHLO, a reply per recipient */
+		smtp_client_init(c->cl, &lim);
+	}
 	c->timer_phase = SMTP_CLIENT_PHASE_NONE;
 	c->deadline_ms = 0;
 	conn_arm_recv(c);
@@ -1754,7 +1816,7 @@ static bool conn_take_txn(struct conn *c)
 				st->rate_window_ms = d->r->now_ms;
 				st->rate_used = 0;
 			}
-			if (st->rate_used >= rl->count)
+			if (st->rate_used >= d->rate_share)
 				return false;   /* the tick pumps the site again */
 			st->rate_used++;
 		}
@@ -2049,11 +2111,14 @@ static void conn_open(struct deliver *d, struct site *st)
 {
 	struct conn *c = aligned_alloc(16, sizeof(*c));
 
-	if (c == NULL)
+	if (c == NULL) {
+		atomic_fetch_sub_explicit(&site_conn_count[st->slot], 1, memory_order_relaxed);
 		return;
+	}
 	memset(c, 0, sizeof(*c));
 	c->cl = malloc(smtp_client_size());
 	if (c->cl == NULL) {
+		atomic_fetch_sub_explicit(&site_conn_count[st->slot], 1, memory_order_relaxed);
 		free(c);
 		return;
 	}
@@ -2097,8 +2162,16 @@ static void site_pump(struct deliver *d, struct site *st)
 		return;
 	}
 	while (st->q_len > st->n_connecting && st->n_conns < limit &&
-	       queue_dest_may_connect(&st->health, &d->dest_policy, d->r->now_ms, st->n_conns))
+	       queue_dest_may_connect(&st->health, &d->dest_policy, d->r->now_ms, st->n_conns)) {
+		/* the limit is the process's: every reactor counts here */
+		unsigned n = atomic_fetch_add_explicit(&site_conn_count[st->slot], 1,
+						       memory_order_relaxed);
+		if (n >= limit) {
+			atomic_fetch_sub_explicit(&site_conn_count[st->slot], 1, memory_order_relaxed);
+			break;    /* another reactor has them; the tick tries again */
+		}
 		conn_open(d, st);
+	}
 }
 
 /* ---- the queue scan and the hooks ----------------------------------------------------- */
@@ -2183,6 +2256,50 @@ void deliver_loop_end(struct deliver *d)
 	}
 }
 
+/* DELIVER_SWEEP_MS, DELIVER_SITE_IDLE_MS - how often routes and sites
+ * nobody uses are freed, and how long an unused site is kept (its health
+ * record is what a dead destination's hold-off needs). */
+#define DELIVER_SWEEP_MS 60000
+#define DELIVER_SITE_IDLE_MS (10 * 60000)
+
+/* sweep - free expired routes and long-unused sites: memory stays bounded
+ * by what is in use, however many domains pass through. */
+static void sweep(struct deliver *d)
+{
+	int64_t now = d->r->now_ms;
+
+	for (size_t b = 0; b < DELIVER_HASH; b++) {
+		struct route **rp = &d->routes[b], *rt;
+		while ((rt = *rp) != NULL) {
+			if (!rt->is_resolving && rt->wait_head == NULL && rt->expires_ms <= now) {
+				*rp = rt->hnext;
+				route_set_site(rt, NULL);
+				free(rt);
+				continue;
+			}
+			rp = &rt->hnext;
+		}
+	}
+	for (size_t b = 0; b < DELIVER_HASH; b++) {
+		struct site **sp = &d->sites[b], *st;
+		while ((st = *sp) != NULL) {
+			bool is_unused = st->n_conns == 0 && st->q_len == 0 && st->n_routes == 0 &&
+				!st->is_pump_pending;
+			if (!is_unused) {
+				st->idle_since_ms = 0;
+			} else if (st->idle_since_ms == 0) {
+				st->idle_since_ms = now;
+			} else if (now - st->idle_since_ms >= DELIVER_SITE_IDLE_MS &&
+				   !queue_dest_is_dead(&st->health, &d->dest_policy, now)) {
+				*sp = st->hnext;
+				free(st);
+				continue;
+			}
+			sp = &st->hnext;
+		}
+	}
+}
+
 /* deliver_tick - timeouts of connections, rate-limited sites. */
 void deliver_tick(struct deliver *d)
 {
@@ -2191,6 +2308,10 @@ void deliver_tick(struct deliver *d)
 	if (d == NULL)
 		return;
 	now = d->r->now_ms;
+	if (now >= d->next_sweep_ms) {
+		d->next_sweep_ms = now + DELIVER_SWEEP_MS;
+		sweep(d);
+	}
 	for (size_t b = 0; b < DELIVER_HASH; b++) {
 		for (struct site *st = d->sites[b]; st != NULL; st = st->hnext) {
 			struct conn *c, *next;
@@ -2275,6 +2396,10 @@ int deliver_new(struct deliver **out, struct server *sv, struct rm_err *err)
 	    d->rng == 0)
 		d->rng = 0x9e3779b97f4a7c15ULL ^ (uint64_t)time(NULL);
 	queue_dest_policy_default(&d->dest_policy);
+	/* shared-nothing: each reactor takes its part of the rate */
+	d->rate_share = d->conf->destination_rate_limit.count / conf_reactor_count(d->conf);
+	if (d->rate_share == 0)
+		d->rate_share = 1;
 	smtp_client_limits_default(&d->lim);
 	d->lim.helo_name = d->conf->myhostname;
 	d->lim.max_rcpt = d->conf->destination_recipient_limit < SMTP_CLIENT_RCPT_MAX

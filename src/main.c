@@ -4,8 +4,9 @@
  * SYNOPSIS
  *   ringmta [-c FILE] [-o key=value ...] [-v]
  *   ringmta --check-config [-c FILE] [-o key=value ...] [-v]
- *   ringmta [-c FILE] [-o key=value ...] queue list
- *   ringmta [-c FILE] [-o key=value ...] queue cat ID
+ *   ringmta [-c FILE] [-o key=value ...] queue list | show ID | cat ID
+ *   ringmta [-c FILE] [-o key=value ...] queue hold ID | release ID
+ *   ringmta [-c FILE] [-o key=value ...] queue delete ID | flush [ID]
  *   ringmta --version | --help
  *
  * DESCRIPTION
@@ -20,7 +21,33 @@
  *   and give it to the run-time user; when started as root, drop to that
  *   user (config key user, default "ringmta"; "nobody" when no such
  *   account exists) before any client byte is read; start one reactor
- *   thread per core; wait for signals.
+ *   thread per core; wait for signals and serve the control socket.
+ *
+ * QUEUE COMMANDS
+ *   The options must come before "queue". An ID is the 16 hex digits of
+ *   "queued as ID". Exit 0 on success, 1 on failure (message on stderr),
+ *   2 on a usage error.
+ *   queue list        one line per message: id= size= arrival= from=
+ *                     to=a,b rcpt_state= (pending, held, delivered or
+ *                     failed per recipient) state= (queued, deferred,
+ *                     held, done) next=; reads the spool, so it works
+ *                     with or without a running daemon
+ *   queue show ID     the envelope (sender, each recipient with state,
+ *                     attempts, next attempt, NOTIFY, ORCPT; ENVID, RET,
+ *                     BODY, SMTPUTF8, client, helo, arrival) and the
+ *                     header lines; reads the spool
+ *   queue cat ID      the stored message; reads the spool
+ *   queue hold ID     stop delivery attempts: every pending recipient is
+ *                     held until released (survives restarts)
+ *   queue release ID  a held message is due now (error if not held)
+ *   queue delete ID   remove the message without a bounce (logged)
+ *   queue flush [ID]  make the message, or every message not held, due
+ *                     now
+ *   hold, release, delete and flush go to the running daemon through the
+ *   control socket ("cannot connect to ...: is ringmta running?" when it
+ *   is not) and answer once the change is committed, so a following
+ *   "queue list" shows it. A message being delivered at that moment is
+ *   not held, released or deleted: "busy", try again.
  *
  * OPTIONS
  *   -c FILE           configuration file (key = value lines, see README.md)
@@ -44,6 +71,11 @@
  *   spool_dir/        segment files (the truth) and the LMDB index.
  *   transport_map, relay_recipients
  *                     the map files, if set (syntax: include/ringmta/maps.h).
+ *   spool_dir/control the control socket of the queue commands: mode 0600,
+ *                     owned by the run-time user; only root and that user
+ *                     may connect (checked again with SO_PEERCRED). Made
+ *                     at start (a stale one is replaced), removed at a
+ *                     clean stop.
  *
  * DIAGNOSTICS
  *   Exit 0 after a clean stop, 1 on a start-up or run-time failure, 2 on a
@@ -52,16 +84,19 @@
 #include <errno.h>
 #include <grp.h>
 #include <pwd.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "ringmta/admin.h"
 #include "ringmta/conf.h"
+#include "ringmta/control.h"
 #include "ringmta/log.h"
 #include "ringmta/maps_live.h"
 #include "ringmta/net.h"
@@ -78,7 +113,9 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: ringmta [-c FILE] [-o key=value ...] [-v]\n"
 		"       ringmta --check-config [-c FILE] [-o key=value ...] [-v]\n"
-		"       ringmta [-c FILE] [-o key=value ...] queue list | queue cat ID\n"
+		"       ringmta [-c FILE] [-o key=value ...] queue list | show ID | cat ID\n"
+		"       ringmta [-c FILE] [-o key=value ...] queue hold ID | release ID\n"
+		"       ringmta [-c FILE] [-o key=value ...] queue delete ID | flush [ID]\n"
 		"       ringmta --version | --help\n");
 }
 
@@ -162,6 +199,34 @@ static void reload_maps(const struct conf *c, struct server *rs, unsigned n)
 	log_maps("SIGHUP: maps reloaded", c);
 }
 
+/*
+ * wait_signal - serve the control socket (ctl may be NULL) until SIGTERM
+ * or SIGINT arrives on sig_fd; returns that signal.
+ */
+static int wait_signal(const struct conf *c, int sig_fd, struct control *ctl,
+		       struct server *rs, unsigned n)
+{
+	for (;;) {
+		struct pollfd p[2] = {
+			{ sig_fd, POLLIN, 0 },
+			{ ctl != NULL ? control_fd(ctl) : -1, POLLIN, 0 },
+		};
+		struct signalfd_siginfo si;
+
+		if (poll(p, 2, -1) < 0)
+			continue;       /* EINTR */
+		if (p[1].revents & POLLIN)
+			control_serve(ctl, rs, n, sig_fd);
+		if (read(sig_fd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+			continue;       /* EAGAIN: nothing pending */
+		if (si.ssi_signo == SIGHUP) {
+			reload_maps(c, rs, n);
+			continue;
+		}
+		return (int)si.ssi_signo;
+	}
+}
+
 /* serve - bind, open the spool, drop privileges, run the reactors. */
 static int serve(const struct conf *c)
 {
@@ -173,8 +238,9 @@ static int serve(const struct conf *c)
 	uid_t uid = 0;
 	gid_t gid = 0;
 	bool is_root = geteuid() == 0;
+	struct control *ctl = NULL;
 	sigset_t set;
-	int sig, rc = 0;
+	int sig, sig_fd, rc = 0;
 
 	if (reactor_probe(&err) < 0) {
 		log_msg(LOG_LVL_FATAL, "%s", err.msg);
@@ -223,16 +289,33 @@ static int serve(const struct conf *c)
 			return 1;
 		}
 	}
+	/* Made while root so it can be given to the run-time user; after
+	 * spool_open, whose lock proves that a socket found there is stale. */
+	rc = control_open(&ctl, c->spool_dir, is_root ? (int)uid : -1,
+			  is_root ? (int)gid : -1, &err);
+	if (rc == -ENAMETOOLONG) {
+		log_warn("main: %s; queue hold/release/delete/flush are unavailable", err.msg);
+	} else if (rc < 0) {
+		log_msg(LOG_LVL_FATAL, "%s", err.msg);
+		return 1;
+	}
+	rc = 0;
 	if (is_root && drop_privileges(uid, gid) < 0)
 		return 1;
 
-	/* Signals go to this thread only: block them before the reactors start. */
+	/* Signals go to this thread only, through a signalfd polled with the
+	 * control socket: block them before the reactors start. */
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	sig_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (sig_fd < 0) {
+		log_msg(LOG_LVL_FATAL, "main: signalfd: %s", strerror(errno));
+		return 1;
+	}
 
 	for (unsigned i = 0; i < n; i++) {
 		if (reactor_start(&rs[i].r, &err) < 0) {
@@ -243,6 +326,8 @@ static int serve(const struct conf *c)
 				reactor_join(&rs[j].r);
 			for (unsigned j = 0; j < n; j++)
 				server_fini(&rs[j]);
+			control_close(ctl);
+			close(sig_fd);
 			spool_close(sp);
 			return 1;
 		}
@@ -251,15 +336,9 @@ static int serve(const struct conf *c)
 		log_info("main: listening addr=%s role=%s reactors=%u", c->listen[j].text,
 			 conf_role_name(c->listen[j].role), n);
 	log_maps("maps loaded", c);
-	for (;;) {
-		if (sigwait(&set, &sig) != 0)
-			continue;
-		if (sig == SIGHUP) {
-			reload_maps(c, rs, n);
-			continue;
-		}
-		break;
-	}
+	sig = wait_signal(c, sig_fd, ctl, rs, n);
+	control_close(ctl);     /* new admin commands: "is ringmta running?" */
+	close(sig_fd);
 	log_info("main: stopping signal=%s", sig == SIGTERM ? "TERM" : "INT");
 	for (unsigned i = 0; i < n; i++)
 		reactor_stop(&rs[i].r);

@@ -4,7 +4,8 @@
  *           cross-thread stop.
  *
  * Owns: the ring, the provided-buffer ring and its buffers (n_bufs *
- *       buf_bytes, populated at start), the tick timer, the wake eventfd.
+ *       buf_bytes, populated at start), the tick timer, the wake eventfd
+ *       (one read always armed; reactor_stop/reactor_wake write it).
  * Must not: know what runs on it (SMTP sessions, the spool, load
  *       generators): that is the owner's handlers and hooks.
  * Interface: include/ringmta/reactor.h
@@ -20,6 +21,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,6 +213,33 @@ static int setup_bufs(struct reactor *r)
 	return 0;
 }
 
+/* check_stop - run hooks->stop once after reactor_stop(). */
+static void check_stop(struct reactor *r)
+{
+	if (r->is_stopping || !atomic_load(&r->is_stop_requested))
+		return;
+	r->is_stopping = true;
+	if (r->hooks && r->hooks->stop)
+		r->hooks->stop(r);
+}
+
+/*
+ * on_wake - the wake eventfd was written (reactor_stop or reactor_wake):
+ * re-arm the read first, so a write racing with the hooks below is seen
+ * at the next loop, then stop and/or call hooks->wake.
+ */
+static void on_wake(struct reactor *r, int res)
+{
+	if (res >= 0 || res == -EINTR || res == -EAGAIN || res == -ECANCELED)
+		arm_wake(r);
+	else
+		log_warn("r%u reactor: wake read: %s; stop is seen at the tick, "
+			 "wake-ups are lost", r->id, strerror(-res));
+	check_stop(r);
+	if (r->hooks && r->hooks->wake)
+		r->hooks->wake(r);
+}
+
 static void dispatch(struct reactor *r, struct io_uring_cqe *cqe)
 {
 	uint64_t ud = io_uring_cqe_get_data64(cqe);
@@ -219,16 +248,13 @@ static void dispatch(struct reactor *r, struct io_uring_cqe *cqe)
 
 	switch (op) {
 	case REACTOR_OP_TIMER:
+		check_stop(r);   /* in case the wake read was lost */
 		if (r->hooks && r->hooks->tick)
 			r->hooks->tick(r);
 		arm_timer(r);
 		return;
 	case REACTOR_OP_WAKE:
-		if (!r->is_stopping) {
-			r->is_stopping = true;
-			if (r->hooks && r->hooks->stop)
-				r->hooks->stop(r);
-		}
+		on_wake(r, cqe->res);
 		return;
 	case REACTOR_OP_IGNORE:
 		return;
@@ -316,12 +342,20 @@ int reactor_start(struct reactor *r, struct rm_err *err)
 	return 0;
 }
 
-void reactor_stop(struct reactor *r)
+void reactor_wake(struct reactor *r)
 {
 	uint64_t one = 1;
 
-	if (write(r->wake_fd, &one, sizeof(one)) < 0)
+	/* EAGAIN means the counter is at its maximum: a wake-up is pending
+	 * anyway. */
+	if (write(r->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 		log_warn("r%u reactor: wake: %s", r->id, strerror(errno));
+}
+
+void reactor_stop(struct reactor *r)
+{
+	atomic_store(&r->is_stop_requested, true);
+	reactor_wake(r);
 }
 
 void reactor_fail(struct reactor *r)

@@ -4,7 +4,8 @@
  *
  * Owns: the reactor's listening sockets, its session list (sessions free
  *       themselves; the list is how shutdown and the tick reach them), its
- *       spool shard, the one fsync in flight.
+ *       spool shard, the one fsync in flight, its admin mailbox (drained
+ *       in the wake hook by control.c).
  * Must not: parse SMTP (smtp_server) or touch another reactor's state.
  * Interface: include/ringmta/server.h
  * Limits: connections via net_conn_acquire (max_connections,
@@ -22,6 +23,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "ringmta/control.h"
 #include "ringmta/deliver.h"
 #include "ringmta/log.h"
 #include "ringmta/session.h"
@@ -71,13 +73,6 @@ static void on_accept(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 	}
 }
 
-void server_commit_done(void *owner, const char *queue_id, int status)
-{
-	struct server_owner *o = owner;
-
-	o->done(o, queue_id, status);
-}
-
 /* loop_end - start the fsync for everything completed since the last. */
 static void loop_end(struct reactor *r)
 {
@@ -92,7 +87,7 @@ static void loop_end(struct reactor *r)
 			return;
 		if (!sv->is_durable) {
 			/* durability = none: the relaxed benchmark mode, no fsync. */
-			spool_shard_sync_end(sv->shard, 0, server_commit_done, &err);
+			spool_shard_sync_end(sv->shard, 0, spool_owner_done, &err);
 			continue;
 		}
 		struct io_uring_sqe *sqe = reactor_sqe(r);
@@ -111,7 +106,7 @@ static void on_fsync(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 	sv->is_fsync_inflight = false;
 	if (cqe->res < 0)
 		log_warn("r%u spool: fdatasync: %s", r->id, strerror(-cqe->res));
-	spool_shard_sync_end(sv->shard, cqe->res, server_commit_done, &err);
+	spool_shard_sync_end(sv->shard, cqe->res, spool_owner_done, &err);
 	if (err.code < 0)
 		log_warn("r%u %s", r->id, err.msg);
 }
@@ -226,9 +221,17 @@ static void buf_free(struct reactor *r)
 	}
 }
 
+/* wake - the main thread posted admin requests (control.c). */
+static void wake(struct reactor *r)
+{
+	control_run(server_of(r));
+}
+
 static void finish(struct reactor *r)
 {
 	struct server *sv = server_of(r);
+
+	control_mailbox_close(&sv->mbox);   /* before the shard drops their items */
 
 	for (unsigned i = 0; i < sv->n_listeners; i++) {
 		if (sv->listeners[i].fd >= 0) {
@@ -249,6 +252,7 @@ static const struct reactor_hooks server_hooks = {
 	.is_done = is_done,
 	.finish = finish,
 	.buf_free = buf_free,
+	.wake = wake,
 };
 
 int server_init(struct server *sv, unsigned id, const struct conf *conf,
@@ -260,6 +264,7 @@ int server_init(struct server *sv, unsigned id, const struct conf *conf,
 	int rc;
 
 	memset(sv, 0, sizeof(*sv));
+	control_mailbox_init(&sv->mbox);
 	memset(&o, 0, sizeof(o));
 	o.id = id;
 	o.hooks = &server_hooks;
@@ -293,6 +298,7 @@ int server_init(struct server *sv, unsigned id, const struct conf *conf,
 void server_fini(struct server *sv)
 {
 	/* A reactor that failed before its loop never ran finish(). */
+	control_mailbox_fini(&sv->mbox);
 	spool_shard_close(sv->shard);
 	sv->shard = NULL;
 	deliver_free(sv->deliver);

@@ -29,6 +29,7 @@
 #include "ringmta/session.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,7 +60,7 @@ struct rcpt_ref {
 };
 
 struct session {
-	struct server_owner own;        /* the spool's done callback */
+	struct spool_owner owner;       /* the group commit calls us back */
 	struct session *next, *prev;    /* reactor's session list */
 	struct session *starved_next;   /* reactor's -ENOBUFS list */
 	struct server *sv;
@@ -449,7 +450,7 @@ static void on_data_end(struct session *s)
 	env.client_addr = s->peer_str;
 	env.helo = s->helo;
 	env.arrival_unix = time(NULL);
-	rc_end = spool_msg_end(s->msg, &env, &s->own, &err);
+	rc_end = spool_msg_end(s->msg, &env, &s->owner, &err);
 	s->msg = NULL;
 	if (rc != rc_small)
 		free(rc);
@@ -461,10 +462,9 @@ static void on_data_end(struct session *s)
 	s->awaiting_commit = true;
 }
 
-/* commit_done - the group commit for this session's message ended. */
-static void commit_done(struct server_owner *o, const char *queue_id, int status)
+void session_commit_done(struct spool_owner *o, const char *queue_id, int status)
 {
-	struct session *s = (struct session *)o;     /* own is the first member */
+	struct session *s = (struct session *)((char *)o - offsetof(struct session, owner));
 
 	s->awaiting_commit = false;
 	if (status == 0) {
@@ -689,8 +689,8 @@ void session_accept(struct server *r, int fd, const struct sockaddr *peer,
 	 * ACK, adding up to 40 ms per round trip. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
 	memset(s, 0, offsetof(struct session, srv));
+	s->owner.done = session_commit_done;
 	s->sv = r;
-	s->own.done = commit_done;
 	s->fd = fd;
 	s->in_bid = -1;
 	s->id = ((uint64_t)r->r.id << 56) ^ ((uint64_t)time(NULL) << 24) ^ ++r->next_session_id;

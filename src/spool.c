@@ -361,6 +361,24 @@ static int id_parse(const char *s, uint64_t *out)
 
 static unsigned id_shard(uint64_t id) { return (unsigned)(id >> 24) & 0xff; }
 
+int spool_id_shard(const char *id)
+{
+	uint64_t v;
+
+	if (id == NULL || id_parse(id, &v) < 0)
+		return -EINVAL;
+	return (int)id_shard(v);
+}
+
+void spool_owner_done(void *owner, const char *queue_id, int status)
+{
+	struct spool_owner *o = owner;
+
+	if (o == NULL || o->done == NULL)
+		rm_panic("spool: done for %s without an owner", queue_id);
+	o->done(o, queue_id, status);
+}
+
 /*
  * id_next - the shard's next id: a logical clock of seconds that never runs
  * behind the wall clock or the last id, then shard, then a counter.
@@ -1882,6 +1900,34 @@ int spool_due(struct spool *sp, int64_t until_unix,
 	return walk(sp, true, until_unix, cb, arg, err);
 }
 
+int spool_get(struct spool *sp, const char *id,
+	      int (*cb)(void *arg, const struct spool_entry *e), void *arg,
+	      struct rm_err *err)
+{
+	struct rcpt_arr ra = { NULL, 0 };
+	MDB_txn *txn;
+	uint8_t k[8];
+	MDB_val key = { 8, k }, v;
+	uint64_t n;
+	int rc;
+
+	if (id == NULL || id_parse(id, &n) < 0)
+		return rm_err_set(err, -EINVAL, "spool: malformed queue id");
+	put_be64(k, n);
+	if ((rc = mdb_txn_begin(sp->env, NULL, MDB_RDONLY, &txn)) != 0)
+		return lmdb_err(err, rc, "mdb_txn_begin");
+	rc = mdb_get(txn, sp->db_msg, &key, &v);
+	if (rc == MDB_NOTFOUND)
+		rc = rm_err_set(err, -ENOENT, "spool: %s: no such message", id);
+	else if (rc != 0)
+		rc = lmdb_err(err, rc, "mdb_get");
+	else
+		rc = emit(n, &v, &ra, cb, arg, err);
+	mdb_txn_abort(txn);
+	free(ra.r);
+	return rc;
+}
+
 /* struct msg_loc - where a message's content lives, copied out of a txn. */
 struct msg_loc {
 	uint8_t *extents;
@@ -2123,43 +2169,6 @@ void spool_reader_close(struct spool_reader *rd)
 	free(rd->loc.extents);
 	free(rd->rec);
 	free(rd);
-}
-
-int spool_get(struct spool *sp, const char *id,
-	      int (*cb)(void *arg, const struct spool_entry *e), void *arg,
-	      struct rm_err *err)
-{
-	struct rcpt_arr ra = { NULL, 0 };
-	MDB_txn *txn;
-	uint8_t k[8];
-	MDB_val key = { 8, k }, v;
-	uint64_t n;
-	int rc;
-
-	if (id == NULL || id_parse(id, &n) < 0)
-		return rm_err_set(err, -EINVAL, "spool: get: malformed queue id");
-	put_be64(k, n);
-	if ((rc = mdb_txn_begin(sp->env, NULL, MDB_RDONLY, &txn)) != 0)
-		return lmdb_err(err, rc, "mdb_txn_begin");
-	rc = mdb_get(txn, sp->db_msg, &key, &v);
-	if (rc == MDB_NOTFOUND)
-		rc = rm_err_set(err, -ENOENT, "spool: get %s: no such message", id);
-	else if (rc != 0)
-		rc = lmdb_err(err, rc, "mdb_get");
-	else
-		rc = emit(n, &v, &ra, cb, arg, err);
-	mdb_txn_abort(txn);
-	free(ra.r);
-	return rc;
-}
-
-int spool_id_shard(const char *id)
-{
-	uint64_t v;
-
-	if (id == NULL || id_parse(id, &v) < 0)
-		return -EINVAL;
-	return (int)id_shard(v);
 }
 
 /* ---- recovery: rebuild the index from the segments ------------------------------ */

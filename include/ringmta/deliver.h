@@ -34,6 +34,16 @@ void deliver_accepted(struct deliver *d, const char *queue_id);
  * admin command must not change its recipients' state meanwhile). */
 bool deliver_is_busy(const struct deliver *d, const char *queue_id);
 
+/*
+ * deliver_pin - keep message queue_id out of delivery while an admin
+ * change to it (hold, delete...) is being committed, so a queue scan that
+ * still sees the old state cannot start it and overwrite the change.
+ * Returns false when it is being delivered now (busy) or memory is short.
+ * deliver_unpin - the change is committed (or failed): let it go.
+ */
+bool deliver_pin(struct deliver *d, const char *queue_id);
+void deliver_unpin(struct deliver *d, const char *queue_id);
+
 /* deliver_kick - scan the queue at the next loop end (after flush or
  * release made messages due). */
 void deliver_kick(struct deliver *d);

@@ -21,7 +21,13 @@
  * the owner uses to scan its deadlines: cheaper than a linked timeout per
  * receive, which would be cancelled and re-armed for every packet.
  *
- * Threads: reactor_stop() may be called from any thread; everything else
+ * Cross-thread calls: one eventfd read is always armed; reactor_wake()
+ * writes the eventfd and the completion calls hooks->wake in the reactor's
+ * thread; reactor_stop() also sets a flag that makes the same completion
+ * (or the next tick) call hooks->stop once.
+ *
+ * Threads: reactor_stop() and reactor_wake() may be called from any
+ * thread; everything else
  * only from the reactor's own thread once it runs (the ring is
  * IORING_SETUP_SINGLE_ISSUER where the kernel has it).
  */
@@ -65,6 +71,7 @@ struct reactor_hooks {
 	bool (*is_done)(struct reactor *r);  /* after stop: may the loop exit? (NULL: yes) */
 	void (*finish)(struct reactor *r);   /* in the thread, before the ring goes */
 	void (*buf_free)(struct reactor *r); /* a receive buffer went back to the ring */
+	void (*wake)(struct reactor *r);     /* reactor_wake() or reactor_stop() was called */
 };
 
 /* struct reactor_opts - reactor_init()'s settings; 0 means the default. */
@@ -99,6 +106,7 @@ struct reactor {
 	struct __kernel_timespec tick;
 	int wake_fd;
 	uint64_t wake_val;
+	_Atomic bool is_stop_requested;
 	int exit_code;
 	char anchor[16] __attribute__((aligned(16)));
 };
@@ -123,6 +131,16 @@ void reactor_on(struct reactor *r, unsigned op, reactor_cqe_fn *fn);
 int reactor_start(struct reactor *r, struct rm_err *err);
 /* reactor_stop - ask r to stop: hooks->stop runs in its thread. Any thread. */
 void reactor_stop(struct reactor *r);
+/*
+ * reactor_wake - make r call hooks->wake in its thread soon (within one
+ * loop iteration). Any thread, async-signal-safe apart from the log line
+ * of an unexpected write error. Wake-ups coalesce: several calls before
+ * the reactor runs may give one hooks->wake, so the hook must handle
+ * everything that was posted (e.g. drain a mailbox, as server.c does for
+ * admin requests). Anything posted before the call is visible to the hook
+ * when the poster's own synchronisation (a mutex) says so.
+ */
+void reactor_wake(struct reactor *r);
 /* reactor_join - wait for r's thread, free its resources; its exit code. */
 int reactor_join(struct reactor *r);
 /* reactor_fail - end r's loop now with exit code 1 (a fatal error). */

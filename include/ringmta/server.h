@@ -7,8 +7,9 @@
  * (reactor hook loop_end) the spool shard's pending batch, i.e. every
  * message whose data ended during the iteration, gets one IORING_OP_FSYNC
  * (datasync); the reactor keeps serving other sessions while it runs; its
- * completion commits the batch to the index and releases the batch's 250
- * replies (session_commit_done). At most one fsync is in flight per
+ * completion commits the batch to the index and calls every item's owner
+ * back through spool_owner_done (struct spool_owner): a session releases
+ * its 250 (session_commit_done), an admin request its reply. At most one fsync is in flight per
  * reactor; the next batch starts when it completes.
  */
 #ifndef RINGMTA_SERVER_H
@@ -18,6 +19,7 @@
 #include <stdint.h>
 
 #include "ringmta/conf.h"
+#include "ringmta/control.h"
 #include "ringmta/reactor.h"
 #include "ringmta/spool.h"
 #include "ringmta/util.h"
@@ -40,18 +42,6 @@ enum server_op {
 struct session;
 struct deliver;
 
-/*
- * struct server_owner - the owner of an item of the spool's pending batch
- * (a message a session received, a delivery update, a bounce): the group
- * commit hands each item's result to its owner's done(). Embed it and
- * pass its address as the spool owner.
- */
-struct server_owner {
-	void (*done)(struct server_owner *o, const char *queue_id, int status);
-};
-
-/* server_commit_done - the spool's done callback: dispatches to the owner. */
-void server_commit_done(void *owner, const char *queue_id, int status);
 
 /* struct server_listener - one listening socket of one reactor. */
 struct server_listener {
@@ -77,6 +67,7 @@ struct server {
 	uint64_t next_session_id;
 	int64_t stop_deadline_ms;
 	int64_t next_sweep_ms;          /* next spool_shard_sweep */
+	struct control_mailbox mbox;    /* admin requests from the main thread */
 	char anchor[16] __attribute__((aligned(16)));
 };
 

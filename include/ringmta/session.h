@@ -39,4 +39,11 @@ struct session *session_list_next(struct session *s);
 /* session_next_starved - list link for the reactor's starved list. */
 struct session **session_starved_link(struct session *s);
 
+struct spool_owner;
+
+/* session_commit_done - the session's struct spool_owner callback (the
+ * server passes spool_owner_done to the group commit): the commit of this
+ * session's message ended with status (0 = durable). */
+void session_commit_done(struct spool_owner *o, const char *queue_id, int status);
+
 #endif

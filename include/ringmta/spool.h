@@ -92,7 +92,7 @@
  * chowns a lock file it created to the owner of <dir>/index.
  *
  * Threads. One struct spool per process; spool_list(), spool_due(),
- * spool_read() and spool_stats() may be called from any thread at any
+ * spool_get(), spool_read() and spool_stats() may be called from any thread at any
  * time. A struct spool_shard and its messages belong to one thread.
  *
  * Reclamation. spool_shard_sweep() unlinks a shard's segments oldest
@@ -157,6 +157,19 @@ enum spool_error {
 	/* the spool was written by an incompatible version */
 	SPOOL_EVERSION = -30604,
 };
+
+/*
+ * SPOOL_HELD_UNIX - the next_attempt_unix of a PENDING recipient on hold
+ * (`ringmta queue hold`): 9999-12-31T23:59:59Z, far beyond any retry time
+ * the delivery engine computes (queue_next_attempt() results are capped by
+ * maximal_queue_lifetime, at most 100 days), so spool_due() with a real
+ * clock never reports a message whose pending recipients are all held, and
+ * below INT64_MAX, which struct spool_entry uses for "nothing pending". A
+ * recipient is held exactly when it is PENDING with this next attempt;
+ * release sets it back to the current time. Stored like any time, so a
+ * hold survives restarts and rebuilds.
+ */
+#define SPOOL_HELD_UNIX INT64_C(253402300799)
 
 /* RCPT NOTIFY= flags (RFC 3461 4.1); 0 means the parameter was absent. */
 #define SPOOL_NOTIFY_NEVER   0x1u
@@ -287,6 +300,37 @@ struct spool_stats {
 struct spool;
 struct spool_shard;
 struct spool_msg;
+
+/*
+ * struct spool_owner - the daemon's convention for the owner pointer given
+ * to spool_msg_end(), spool_shard_update() and spool_shard_done(): the
+ * owner embeds this struct (anywhere; container_of gets back to it) and
+ * passes its address; spool_owner_done() as the done function of
+ * spool_shard_sync_end() then calls owner->done. So one shard's batch can
+ * mix owners of different kinds (SMTP sessions, admin requests, the
+ * delivery engine) without the spool knowing any of them. The spool itself
+ * never looks inside an owner: callers that pass other owners use their
+ * own done function.
+ */
+struct spool_owner {
+	/* done - the item queued with this owner was committed (status 0) or
+	 * failed; arguments as for spool_shard_sync_end()'s done. */
+	void (*done)(struct spool_owner *o, const char *queue_id, int status);
+};
+
+/*
+ * spool_owner_done - a done function for spool_shard_sync_end(): owner is
+ * a struct spool_owner *; calls its done. A NULL owner is our bug (panic).
+ */
+void spool_owner_done(void *owner, const char *queue_id, int status);
+
+/*
+ * spool_id_shard - the shard named in queue id (SPOOL_ID_BYTES hex digits,
+ * either case, NUL-terminated; see DESIGN: Queue ids), i.e. the only shard
+ * that may update or remove the message. Pure: does not look the message
+ * up. Returns 0..SPOOL_MAX_SHARDS-1, or -EINVAL for a malformed id.
+ */
+int spool_id_shard(const char *id);
 
 /*
  * spool_open - open (and when needed create or recover) the spool.
@@ -515,6 +559,18 @@ int spool_due(struct spool *sp, int64_t until_unix,
 	      struct rm_err *err);
 
 /*
+ * spool_get - call cb once with the entry of message id (SPOOL_ID_BYTES
+ * hex digits, NUL-terminated), as spool_list() would report it, in one
+ * read txn; e is valid only during the call, and cb may do what a
+ * spool_list() callback may. Any thread. Returns 0, cb's value, -EINVAL
+ * (malformed id), -ENOENT (no such message), -ENOMEM, SPOOL_ECORRUPT,
+ * SPOOL_EVERSION, SPOOL_EINDEX.
+ */
+int spool_get(struct spool *sp, const char *id,
+	      int (*cb)(void *arg, const struct spool_entry *e), void *arg,
+	      struct rm_err *err);
+
+/*
  * spool_read - stream the content of message id (SPOOL_ID_BYTES hex
  * digits, NUL-terminated) to cb in order, in pieces of at most
  * SPOOL_CHUNK_BYTES; p is valid only during the call. Each chunk's crc32c
@@ -527,18 +583,6 @@ int spool_due(struct spool *sp, int64_t until_unix,
 int spool_read(struct spool *sp, const char *id,
 	       int (*cb)(void *arg, const void *p, size_t len), void *arg,
 	       struct rm_err *err);
-
-/*
- * spool_get - call cb once with the index entry of message id (as
- * spool_list() would), in its own read txn. Returns 0, cb's value,
- * -EINVAL (malformed id), -ENOENT, -ENOMEM, SPOOL_ECORRUPT, SPOOL_EINDEX.
- */
-int spool_get(struct spool *sp, const char *id,
-	      int (*cb)(void *arg, const struct spool_entry *e), void *arg,
-	      struct rm_err *err);
-
-/* spool_id_shard - the shard named in queue id, or -EINVAL if malformed. */
-int spool_id_shard(const char *id);
 
 /*
  * struct spool_reader - the content of one message read piece by piece

@@ -16,6 +16,7 @@
 #include <dirent.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1556,6 +1557,114 @@ static void test_update_and_done(void)
 	spool_close(sp);
 }
 
+/* ---- single lookup, shard of an id, owner dispatch, hold ---------------- */
+
+static const struct id_shard_case {
+	const char *name;
+	const char *id;
+	int want;
+} id_shard_cases[] = {
+	{ "id_shard_zero", "6543210000000001", 0 },
+	{ "id_shard_7", "6543210007000001", 7 },
+	{ "id_shard_255_upper", "65432100FF000001", 255 },
+	{ "id_shard_short", "654321000700000", -EINVAL },
+	{ "id_shard_long", "65432100070000011", -EINVAL },
+	{ "id_shard_nonhex", "65432100070000g1", -EINVAL },
+	{ "id_shard_space", " 543210007000001", -EINVAL },
+	{ "id_shard_empty", "", -EINVAL },
+	{ "id_shard_null", NULL, -EINVAL },
+};
+
+/* struct owned - a struct spool_owner inside something else. */
+struct owned {
+	int tag;
+	struct spool_owner owner;
+	int calls, status;
+};
+
+static void owned_done(struct spool_owner *o, const char *id, int status)
+{
+	struct owned *w = (struct owned *)((char *)o - offsetof(struct owned, owner));
+	(void)id;
+	w->calls++;
+	w->status = status;
+}
+
+static void drive_owned(struct spool_shard *sh)
+{
+	struct rm_err err;
+	int fd;
+
+	while ((fd = spool_shard_sync_begin(sh)) >= 0)
+		spool_shard_sync_end(sh, fdatasync(fd) < 0 ? -errno : 0,
+				     spool_owner_done, &err);
+}
+
+static int get_states(void *arg, const struct spool_entry *e)
+{
+	struct state_seen *s = arg;
+	return on_state(s, e) == 0 && strcmp(e->sender, "sender@example.com") == 0 ? 7 : -1;
+}
+
+static void test_get_and_hold(void)
+{
+	const char *dir = new_dir("get");
+	struct spool_opts o = opts(dir);
+	struct spool *sp = open_or_die(&o);
+	struct spool_shard *sh = shard_or_die(sp, 1);
+	struct rm_err err;
+	struct ack a;
+	struct state_seen st;
+
+	for (size_t i = 0; i < sizeof(id_shard_cases) / sizeof(id_shard_cases[0]); i++) {
+		T_CASE(id_shard_cases[i].name);
+		T_EQ_INT(spool_id_shard(id_shard_cases[i].id), id_shard_cases[i].want);
+	}
+	T_CASE("id_shard_of_new_message");
+	T_EQ_INT(put(sh, 100, 1, 100, &a, true), 0);
+	T_EQ_INT(spool_id_shard(a.id), 1);
+	T_CASE("get_one");
+	memset(&st, 0, sizeof(st));
+	T_EQ_INT(spool_get(sp, a.id, get_states, &st, &err), 7);
+	T_EQ_INT(st.n, 1);
+	T_EQ_INT(st.state[0], SPOOL_RCPT_PENDING);
+	T_EQ_INT(st.next[1], 1700000000 + 1);
+	T_CASE("get_errors");
+	T_EQ_INT(spool_get(sp, "00000000000000ff", get_states, &st, &err), -ENOENT);
+	T_EQ_INT(spool_get(sp, "zz", get_states, &st, &err), -EINVAL);
+	T_EQ_INT(spool_get(sp, NULL, get_states, &st, &err), -EINVAL);
+	T_CASE("hold_via_owner_not_due");
+	struct owned w = { 42, { owned_done }, 0, 0 };
+	struct spool_rcpt_update up[2] = {
+		{ 0, SPOOL_RCPT_PENDING, 0, SPOOL_HELD_UNIX },
+		{ 1, SPOOL_RCPT_PENDING, 0, SPOOL_HELD_UNIX },
+	};
+	T_EQ_INT(spool_shard_update(sh, a.id, up, 2, &w.owner, &err), 0);
+	drive_owned(sh);
+	T_EQ_INT(w.calls, 1);
+	T_EQ_INT(w.status, 0);
+	T_EQ_INT(w.tag, 42);
+	T_EQ_INT(states(sp, true, (int64_t)time(NULL) + 100LL * 86400).n, 0);
+	st = states(sp, false, 0);
+	T_EQ_INT(st.n, 1);
+	T_EQ_INT(st.due, SPOOL_HELD_UNIX);
+	T_CHECK(st.due < INT64_MAX, "held due %lld is INT64_MAX", (long long)st.due);
+	T_CASE("release_due_again");
+	up[0].next_attempt_unix = up[1].next_attempt_unix = 1700000500;
+	T_EQ_INT(spool_shard_update(sh, a.id, up, 2, &w.owner, &err), 0);
+	drive_owned(sh);
+	T_EQ_INT(w.calls, 2);
+	T_EQ_INT(states(sp, true, 1700000500).n, 1);
+	T_CASE("done_via_owner");
+	T_EQ_INT(spool_shard_done(sh, a.id, &w.owner, &err), 0);
+	drive_owned(sh);
+	T_EQ_INT(w.calls, 3);
+	T_EQ_INT(w.status, 0);
+	T_EQ_INT(spool_get(sp, a.id, get_states, &st, &err), -ENOENT);
+	spool_shard_close(sh);
+	spool_close(sp);
+}
+
 static void owned_by(const char *dir, const char *rel, uid_t uid, gid_t gid, int mode)
 {
 	char path[700];
@@ -1899,6 +2008,7 @@ int main(void)
 	test_write_error();
 	test_due_and_ids();
 	test_update_and_done();
+	test_get_and_hold();
 	test_ownership();
 	test_sweep();
 	test_stale_reader();
