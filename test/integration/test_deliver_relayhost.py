@@ -94,11 +94,7 @@ def test_relayhost_null_sender_kept(relay_daemon, script_sink_factory):
     assert re.match(r"FROM:\s*<>", t.mail_args, re.I), f"got MAIL {t.mail_args!r}"
 
 
-@pytest.mark.parametrize("reactors", [
-    1, pytest.param(2, marks=pytest.mark.xfail(
-        reason="limits are per reactor (deliver.c: per site of one reactor's engine) while"
-               " doc/CONFIG.md promises them per destination; seen: 4 transactions at once"
-               " with limit 2 and 2 reactors", strict=False))])
+@pytest.mark.parametrize("reactors", [1, 2])
 def test_relayhost_connection_limits(relay_daemon, script_sink_factory, reactors):
     sink = script_sink_factory()
     d = relay_daemon(relayhost=f"[127.0.0.1]:{sink.port}", max_messages_per_connection=5,
