@@ -16,8 +16,9 @@ Owns:     every peer process or thread it starts, each in a private temp dir
           - DnsZones: unbound serving the delivery test zones (MX hosts on
             127.0.0.x, null MX, NXDOMAIN, SERVFAIL, a zone that can be
             switched from SERVFAIL to an answer at run time).
-          Plus the delivery-log parser (`deliver:` lines) and the feature
-          probe for the delivery engine.
+          Plus the delivery-log parser (`deliver:` lines), helpers that
+          drive a delivering daemon, the RFC 3464 bounce parser, and
+          feature probes (engine, map files, queue admin).
 Must not: listen, connect or resolve anywhere but loopback (127.0.0.0/8,
           ::1) and its own unix sockets; touch /etc/postfix, /etc/dovecot,
           /var/spool/postfix or a system daemon; forward DNS anywhere but
@@ -25,9 +26,16 @@ Must not: listen, connect or resolve anywhere but loopback (127.0.0.0/8,
 Interface (pytest fixtures at the end, classes usable without pytest):
     smtp_sink_factory(**kw) -> SmtpSink     script_sink_factory(**kw) -> ScriptSink
     postfix_peer_factory(**kw) -> PostfixPeer   dovecot_factory(**kw) -> DovecotLmtp
-    dns_zones -> DnsZones (module scope)    deliver_engine -> skips without it
-    deliver_log(daemon) -> [dict]           wait_deliver(daemon, pred, timeout)
+    dns_zones -> DnsZones (module scope)    relay_daemon(**opts) -> a delivering Daemon
+    deliver_engine, maps_feature, queue_admin_feature -> skip when the binary lacks it
+    deliver_log(daemon) -> [dict]           wait_deliver(daemon, pred, timeout, what)
+    statuses(records, rcpt) -> [status]     send_mail(daemon, rcpts, from_, token) -> Sent
+    rcpt_reply(daemon, rcpt) -> (code, text)    wait_queue_empty(daemon, timeout)
+    parse_dsn(bytes) -> (msg, per-message fields, [per-recipient fields])
+    write_map(lines) -> path                strip_headers(data, names), token_of(data)
     wait_for(pred, timeout, what)           free_port_on(*hosts)
+    tools/engine_double.py: a Python stand-in with the same CLI and contract,
+    only for checking these tests' own mechanics (never used by default).
 Limits:   every socket has a timeout (SOCK_TIMEOUT_S), every subprocess a
           wait limit; readiness 10 s; stop is SIGTERM, then SIGKILL after 10 s.
 Skips:    a peer whose package is missing skips the test that asks for it

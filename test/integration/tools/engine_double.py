@@ -6,7 +6,8 @@ Owns:     nothing of ringmta: it is a Python test double, used only to
           CLI calls) before the real engine exists. It speaks the same
           command line as ringmta for what the tests use: --check-config,
           `-o key=value` daemon runs, `queue list|show|cat|hold|release|
-          delete|flush`, and writes the same `deliver:` log lines.
+          delete|flush`, and writes `deliver:` log lines in the engine's
+          format (`rN q=ID deliver: to=<addr> relay=... status=...`).
 Must not: be mistaken for ringmta: never in the suite by default; run as
           RINGMTA_BIN=test/integration/tools/engine_double.py pytest-3
           test/integration/test_deliver_*.py. It listens and connects on
