@@ -182,7 +182,10 @@ static void conn_send(struct sink_conn *c)
 {
 	struct io_uring_sqe *sqe = reactor_sqe(&c->w->r);
 
-	io_uring_prep_send(sqe, c->fd, c->tx + c->tx_off, c->tx_len - c->tx_off, MSG_NOSIGNAL);
+	/* The last reply (221, 421) waits in the socket for conn_close's FIN
+	 * and leaves in the same segment. */
+	io_uring_prep_send(sqe, c->fd, c->tx + c->tx_off, c->tx_len - c->tx_off,
+			   MSG_NOSIGNAL | (c->is_closing ? MSG_MORE : 0));
 	reactor_sqe_tag(sqe, c, SINK_OP_SEND);
 	c->is_send_busy = true;
 	c->n_ops++;
@@ -529,7 +532,6 @@ static void on_accept(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 {
 	struct sink_worker *w = obj;
 	struct sink_conn *c;
-	int one = 1;
 
 	(void)r;
 	if (!(cqe->flags & IORING_CQE_F_MORE) && *w->sh->exit_flag == 0)
@@ -550,7 +552,6 @@ static void on_accept(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 	c->fd = cqe->res;
 	c->n_ops = 0;
 	c->stash_off = c->stash_len = 0;
-	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	smtp_server_init(&c->srv, &w->lim);
 	smtp_server_start(&c->srv, SMTP_REPLY_GREETING);
 	sink_drive(c);
@@ -770,6 +771,7 @@ static int listen_socket(const struct sockaddr_in *sa)
 		return -errno;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));   /* accepted sockets inherit it */
 	if (bind(fd, (const struct sockaddr *)sa, sizeof(*sa)) < 0 || listen(fd, 4096) < 0) {
 		int e = -errno;
 
