@@ -102,6 +102,7 @@ struct send_conn {
 	int fd;
 	unsigned n_ops;
 	bool is_open, is_dead, is_recv_armed, is_send_busy, is_starved, is_parked;
+	bool is_recv_full;               /* the last receive filled its buffer */
 	bool has_msg, in_txn, has_banner, has_eod_result;
 	size_t lent;                    /* bytes of output in the send in flight */
 	unsigned msgs_on_conn;
@@ -253,7 +254,12 @@ static void message_done(struct send_conn *c, bool is_ok)
 
 static void conn_recv(struct send_conn *c)
 {
-	reactor_recv(&c->w->r, c, SEND_OP_RECV, c->fd);
+	/* Lock step: the peer has not answered what we just sent. After a
+	 * full buffer more is probably waiting. */
+	if (c->is_recv_full)
+		reactor_recv(&c->w->r, c, SEND_OP_RECV, c->fd);
+	else
+		reactor_recv_reply(&c->w->r, c, SEND_OP_RECV, c->fd);
 	c->is_recv_armed = true;
 	c->n_ops++;
 }
@@ -340,6 +346,7 @@ static void conn_open(struct send_worker *w, struct send_conn *c)
 	c->is_open = true;
 	w->n_open++;
 	c->is_dead = c->is_recv_armed = c->is_send_busy = c->is_starved = c->is_parked = false;
+	c->is_recv_full = false;
 	c->in_txn = c->has_banner = false;
 	c->msgs_on_conn = 0;
 	c->stash_off = c->stash_len = 0;
@@ -615,6 +622,7 @@ static void on_recv(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 	bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
 	p = reactor_buf(r, bid);
 	len = (size_t)cqe->res;
+	c->is_recv_full = len == SEND_BUF_BYTES;
 	n = smtp_client_feed(&c->cl, p, len);
 	if (n < len) {   /* the stash is empty whenever a receive is armed */
 		memcpy(c->stash, p + n, len - n);

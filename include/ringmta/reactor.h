@@ -136,6 +136,13 @@ void reactor_sqe_tag(struct io_uring_sqe *sqe, const void *obj, unsigned op);
  * completion has IORING_CQE_F_BUFFER and the buffer id in cqe->flags >>
  * IORING_CQE_BUFFER_SHIFT when res > 0; -ENOBUFS when none was free. */
 void reactor_recv(struct reactor *r, const void *obj, unsigned op, int fd);
+/* reactor_recv_reply - reactor_recv for the answer to something just sent
+ * (request/reply traffic in lock step): the answer cannot be there yet, so
+ * the kernel arms its poll at once instead of trying a receive that fails
+ * with EAGAIN first (IORING_RECVSEND_POLL_FIRST, Linux >= 5.19 like the
+ * provided-buffer ring). Where data may be waiting already (a long body),
+ * use reactor_recv: a poll armed on a readable socket costs more. */
+void reactor_recv_reply(struct reactor *r, const void *obj, unsigned op, int fd);
 /* reactor_buf - the bytes of provided buffer bid. */
 uint8_t *reactor_buf(struct reactor *r, unsigned bid);
 /* reactor_buf_put - give buffer bid back to the ring; calls hooks->buf_free. */
