@@ -150,6 +150,37 @@ static inline uint64_t bench_rand(uint64_t *st)
 	return x * 0x2545F4914F6CDD1Dull;
 }
 
+/*
+ * struct bench_rxq - received provided buffers a session has not consumed
+ * yet, oldest first: the chunks of a multishot receive that arrive while
+ * its SMTP state machine cannot take more. The session cancels the receive
+ * at the first such chunk, so only chunks already in flight queue up; the
+ * buffers go back to the reactor's ring as they are consumed.
+ */
+/* BENCH_RXQ_MAX - chunks held per session; the kernel posts at most 32 per
+ * wake-up of one multishot receive (MULTISHOT_MAX_RETRY), and we cancel at
+ * the first. */
+#define BENCH_RXQ_MAX 64
+struct bench_rxq {
+	uint16_t bid[BENCH_RXQ_MAX];
+	uint32_t off[BENCH_RXQ_MAX], len[BENCH_RXQ_MAX];
+	unsigned head, n;
+};
+
+/* bench_rxq_push - queue buffer bid holding len bytes; false when full. */
+static inline bool bench_rxq_push(struct bench_rxq *q, unsigned bid, size_t len)
+{
+	unsigned i = (q->head + q->n) % BENCH_RXQ_MAX;
+
+	if (q->n == BENCH_RXQ_MAX)
+		return false;
+	q->bid[i] = (uint16_t)bid;
+	q->off[i] = 0;
+	q->len[i] = (uint32_t)len;
+	q->n++;
+	return true;
+}
+
 int bench_send_main(int argc, char **argv);
 int bench_sink_main(int argc, char **argv);
 

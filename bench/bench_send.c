@@ -12,8 +12,9 @@
  * Interface: `ringmta-bench send --help`; a report line on stderr every
  *       --report-every s; the final report (or --json) on stdout.
  * Limits: SEND_RCPT_MAX recipients, SEND_SIZES_MAX sizes in a distribution,
- *       sessions <= SEND_SESSIONS_MAX; input held per connection: one
- *       receive buffer.
+ *       sessions <= SEND_SESSIONS_MAX; input held per connection:
+ *       BENCH_RXQ_MAX received chunks (a multishot receive per connection,
+ *       cancelled while the client cannot take more).
  * Errors: bad options exit 2, set-up failures 1; connection and protocol
  *       failures are counted and the run goes on. Exit 0 when every
  *       message got an end-of-data reply (any code), 3 otherwise.
@@ -44,7 +45,6 @@
 /* SEND_BUF_BYTES / SEND_N_BUFS - receive buffers: replies are short; 4 KiB x 1024 per reactor. */
 #define SEND_BUF_BYTES 4096
 #define SEND_N_BUFS 1024
-#define SEND_STASH_BYTES SEND_BUF_BYTES
 /* SEND_RCPT_MAX - --recipients cap (Postfix's default smtpd_recipient_limit is 1000; 100 is RFC 5321's minimum). */
 #define SEND_RCPT_MAX 100
 /* SEND_ADDR_BYTES - one formatted address (RFC 5321 4.5.3.1.3: a path is <= 256 octets). */
@@ -102,7 +102,7 @@ struct send_conn {
 	int fd;
 	unsigned n_ops;
 	bool is_open, is_dead, is_recv_armed, is_send_busy, is_starved, is_parked;
-	bool is_recv_full;               /* the last receive filled its buffer */
+	bool is_recv_cancelled;          /* the multishot receive is being cancelled */
 	bool has_msg, in_txn, has_banner, has_eod_result;
 	size_t lent;                    /* bytes of output in the send in flight */
 	unsigned msgs_on_conn;
@@ -113,12 +113,11 @@ struct send_conn {
 	unsigned part;                  /* body: 0 header, 1 template, 2 done */
 	size_t part_off;
 	size_t hdr_len;
-	size_t stash_off, stash_len;
 	struct smtp_client_txn txn;
 	struct smtp_client_rcpt *rcpt;
 	char (*rcpt_addr)[SEND_ADDR_BYTES];
 	char hdr[BENCH_HDR_BYTES];
-	uint8_t stash[SEND_STASH_BYTES];
+	struct bench_rxq rxq;            /* received, not yet fed to cl */
 	struct smtp_client cl;
 } __attribute__((aligned(16)));
 
@@ -254,13 +253,9 @@ static void message_done(struct send_conn *c, bool is_ok)
 
 static void conn_recv(struct send_conn *c)
 {
-	/* Lock step: the peer has not answered what we just sent. After a
-	 * full buffer more is probably waiting. */
-	if (c->is_recv_full)
-		reactor_recv(&c->w->r, c, SEND_OP_RECV, c->fd);
-	else
-		reactor_recv_reply(&c->w->r, c, SEND_OP_RECV, c->fd);
+	reactor_recv_multishot(&c->w->r, c, SEND_OP_RECV, c->fd);
 	c->is_recv_armed = true;
+	c->is_recv_cancelled = false;
 	c->n_ops++;
 }
 
@@ -314,11 +309,16 @@ static void conn_close(struct send_conn *c)
 	}
 	smtp_client_fini(&c->cl);
 	if (c->fd >= 0) {
-		/* A pending receive (or a send stuck on a full window) holds the
-		 * socket: shutdown completes it. Without one, close alone resets
-		 * the connection (SO_LINGER 0). */
-		if (c->is_recv_armed || c->is_send_busy)
+		/* An op in flight holds the socket until it completes, and only
+		 * then does the close below reset the connection (SO_LINGER 0).
+		 * SHUT_RD ends the receive without a segment; a send stuck on a
+		 * full window needs SHUT_RDWR. */
+		for (; c->rxq.n > 0; c->rxq.n--, c->rxq.head = (c->rxq.head + 1) % BENCH_RXQ_MAX)
+			reactor_buf_put(&c->w->r, c->rxq.bid[c->rxq.head]);
+		if (c->is_send_busy)
 			shutdown(c->fd, SHUT_RDWR);
+		else if (c->is_recv_armed)
+			shutdown(c->fd, SHUT_RD);
 		close(c->fd);
 		c->fd = -1;
 	}
@@ -346,10 +346,10 @@ static void conn_open(struct send_worker *w, struct send_conn *c)
 	c->is_open = true;
 	w->n_open++;
 	c->is_dead = c->is_recv_armed = c->is_send_busy = c->is_starved = c->is_parked = false;
-	c->is_recv_full = false;
+	c->is_recv_cancelled = false;
 	c->in_txn = c->has_banner = false;
 	c->msgs_on_conn = 0;
-	c->stash_off = c->stash_len = 0;
+	c->rxq.head = c->rxq.n = 0;
 	c->n_ops = 0;
 	c->t_connect = c->t_io = bench_now_ns();
 	c->t_open = 0;
@@ -468,6 +468,25 @@ static void count_code(struct send_worker *w, uint16_t code)
 	}
 }
 
+/* rxq_feed - give the client what it can take of the oldest held chunk; true if it took something. */
+static bool rxq_feed(struct send_conn *c)
+{
+	struct bench_rxq *q = &c->rxq;
+	unsigned i = q->head;
+	size_t n;
+
+	if (q->n == 0)
+		return false;
+	n = smtp_client_feed(&c->cl, reactor_buf(&c->w->r, q->bid[i]) + q->off[i], q->len[i] - q->off[i]);
+	q->off[i] += (uint32_t)n;
+	if (q->off[i] == q->len[i]) {
+		reactor_buf_put(&c->w->r, q->bid[i]);
+		q->head = (i + 1) % BENCH_RXQ_MAX;
+		q->n--;
+	}
+	return n > 0;
+}
+
 /* send_event - act on one client event; false to stop driving (wait for I/O or close). */
 static bool send_event(struct send_conn *c, const struct smtp_client_ev *ev, uint64_t now)
 {
@@ -475,14 +494,7 @@ static bool send_event(struct send_conn *c, const struct smtp_client_ev *ev, uin
 
 	switch (ev->kind) {
 	case SMTP_CLIENT_EV_NEED_MORE:
-		if (c->stash_len) {
-			size_t n = smtp_client_feed(&c->cl, c->stash + c->stash_off, c->stash_len);
-
-			c->stash_off += n;
-			c->stash_len -= n;
-			return n > 0;
-		}
-		return false;
+		return rxq_feed(c);
 	case SMTP_CLIENT_EV_FLUSH:
 		conn_flush(c);
 		return false;
@@ -554,9 +566,15 @@ static void send_drive(struct send_conn *c)
 	if (c->is_dead)
 		return;
 	conn_flush(c);
-	if (!c->is_recv_armed && !c->is_starved && c->stash_len == 0 &&
-	    smtp_client_phase(&c->cl) != SMTP_CLIENT_PHASE_NONE)
+	if (c->rxq.n > 0) {   /* the client is full: stop receiving */
+		if (c->is_recv_armed && !c->is_recv_cancelled) {
+			reactor_cancel(&c->w->r, c, SEND_OP_RECV);
+			c->is_recv_cancelled = true;
+		}
+	} else if (!c->is_recv_armed && !c->is_starved &&
+		   smtp_client_phase(&c->cl) != SMTP_CLIENT_PHASE_NONE) {
 		conn_recv(c);
+	}
 }
 
 /* --- completions ----------------------------------------------------------- */
@@ -592,14 +610,20 @@ static void on_recv(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 {
 	struct send_conn *c = obj;
 	struct send_worker *w = c->w;
-	unsigned bid;
-	const uint8_t *p;
-	size_t len, n;
+	unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
 
-	c->is_recv_armed = false;
-	if (conn_op_done(c)) {
-		if (cqe->res > 0 && (cqe->flags & IORING_CQE_F_BUFFER))
-			reactor_buf_put(r, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+	if (cqe->res > 0 && !(cqe->flags & IORING_CQE_F_BUFFER))
+		rm_panic("send: receive without a buffer");
+	if (!(cqe->flags & IORING_CQE_F_MORE)) {   /* the multishot receive ended */
+		c->is_recv_armed = false;
+		if (conn_op_done(c)) {
+			if (cqe->res > 0)
+				reactor_buf_put(r, bid);
+			return;
+		}
+	} else if (c->is_dead) {
+		if (cqe->res > 0)
+			reactor_buf_put(r, bid);
 		return;
 	}
 	if (cqe->res == -ENOBUFS) {
@@ -608,28 +632,25 @@ static void on_recv(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 		w->starved = c;
 		return;
 	}
+	if (cqe->res == -ECANCELED) {   /* we paused it; send_drive re-arms once the queue drains */
+		send_drive(c);
+		return;
+	}
 	if (cqe->res <= 0) {
 		smtp_client_eof(&c->cl);
 		send_drive(c);
 		return;
 	}
-	if (!(cqe->flags & IORING_CQE_F_BUFFER))
-		rm_panic("send: receive without a buffer");
 	if (!c->has_banner) {
 		c->has_banner = true;
 		bench_hist_add(&w->h[H_BANNER], (bench_now_ns() - c->t_open) / 1000);
 	}
-	bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-	p = reactor_buf(r, bid);
-	len = (size_t)cqe->res;
-	c->is_recv_full = len == SEND_BUF_BYTES;
-	n = smtp_client_feed(&c->cl, p, len);
-	if (n < len) {   /* the stash is empty whenever a receive is armed */
-		memcpy(c->stash, p + n, len - n);
-		c->stash_off = 0;
-		c->stash_len = len - n;
+	if (!bench_rxq_push(&c->rxq, bid, (size_t)cqe->res)) {   /* cannot happen: see BENCH_RXQ_MAX */
+		reactor_buf_put(r, bid);
+		bench_ctr_add(&w->st.conn_failed, 1);
+		conn_close(c);
+		return;
 	}
-	reactor_buf_put(r, bid);
 	send_drive(c);
 }
 

@@ -12,7 +12,8 @@
  *       stderr every --report-every s, a final summary (or --json) on
  *       stdout after SIGTERM/SIGINT or --exit-after messages.
  * Limits: --max-conns sessions (more are closed at accept); input held per
- *       session: one receive buffer (SINK_STASH_BYTES); replies are
+ *       session: BENCH_RXQ_MAX received chunks (a multishot receive per
+ *       session, cancelled while the server cannot take more); replies are
  *       copied out of the server's 2 KiB output buffer, one send in flight.
  * Errors: set-up failures exit 1 with "sink: what: cause"; peer problems
  *       are counted (aborts, rejects), never fatal.
@@ -42,8 +43,6 @@
 #include "ringmta/smtp_server.h"
 #include "ringmta/util.h"
 
-/* SINK_STASH_BYTES - received bytes the server could not take yet: at most one receive buffer. */
-#define SINK_STASH_BYTES SINK_BUF_BYTES
 /* SINK_BUF_BYTES - receive buffer size: 16 KiB as the daemon (a 100 KiB message in ~7 completions). */
 #define SINK_BUF_BYTES (16 * 1024)
 /* SINK_N_BUFS - provided buffers per reactor (power of two), 4 MiB. */
@@ -107,18 +106,17 @@ struct sink_conn {
 	unsigned n_ops;                /* submissions in flight that point at us */
 	bool is_used, is_dead, is_closing;
 	bool is_recv_armed, is_send_busy, is_starved;
-	bool is_recv_full;             /* the last receive filled its buffer */
+	bool is_recv_cancelled;        /* the multishot receive is being cancelled */
 	bool has_delayed;              /* an answer waits for the timer */
 	bool is_timer_armed;
 	uint8_t delayed_reply;
 	char qid[24];
 	size_t tx_off, tx_len;
-	size_t stash_off, stash_len;
 	struct __kernel_timespec ts;
 	struct bench_check chk;
 	struct smtp_server srv;
 	uint8_t tx[SMTP_SERVER_OUT_BYTES];
-	uint8_t stash[SINK_STASH_BYTES];
+	struct bench_rxq rxq;          /* received, not yet fed to srv */
 } __attribute__((aligned(16)));
 
 struct sink_worker {
@@ -161,7 +159,9 @@ static void conn_close(struct sink_conn *c)
 		return;
 	c->is_dead = true;
 	smtp_server_fini(&c->srv);
-	shutdown(c->fd, SHUT_RDWR);   /* completes a pending receive */
+	for (; c->rxq.n > 0; c->rxq.n--, c->rxq.head = (c->rxq.head + 1) % BENCH_RXQ_MAX)
+		reactor_buf_put(&c->w->r, c->rxq.bid[c->rxq.head]);
+	shutdown(c->fd, SHUT_RDWR);   /* ends the receive; the last reply leaves with the FIN */
 	close(c->fd);
 	c->fd = -1;
 	if (c->n_ops == 0)
@@ -213,28 +213,28 @@ static bool out_take(struct sink_conn *c)
 
 static void conn_recv(struct sink_conn *c)
 {
-	/* Lock step: the peer has not answered what we just sent. After a
-	 * full buffer more is probably waiting. */
-	if (c->is_recv_full)
-		reactor_recv(&c->w->r, c, SINK_OP_RECV, c->fd);
-	else
-		reactor_recv_reply(&c->w->r, c, SINK_OP_RECV, c->fd);
+	reactor_recv_multishot(&c->w->r, c, SINK_OP_RECV, c->fd);
 	c->is_recv_armed = true;
+	c->is_recv_cancelled = false;
 	c->n_ops++;
 }
 
-/* stash_feed - give the server what it can take of the stash; true if it took something. */
-static bool stash_feed(struct sink_conn *c)
+/* rxq_feed - give the server what it can take of the oldest held chunk; true if it took something. */
+static bool rxq_feed(struct sink_conn *c)
 {
+	struct bench_rxq *q = &c->rxq;
+	unsigned i = q->head;
 	size_t n;
 
-	if (c->stash_len == 0)
+	if (q->n == 0)
 		return false;
-	n = smtp_server_feed(&c->srv, c->stash + c->stash_off, c->stash_len);
-	c->stash_off += n;
-	c->stash_len -= n;
-	if (c->stash_len == 0)
-		c->stash_off = 0;
+	n = smtp_server_feed(&c->srv, reactor_buf(&c->w->r, q->bid[i]) + q->off[i], q->len[i] - q->off[i]);
+	q->off[i] += (uint32_t)n;
+	if (q->off[i] == q->len[i]) {
+		reactor_buf_put(&c->w->r, q->bid[i]);
+		q->head = (i + 1) % BENCH_RXQ_MAX;
+		q->n--;
+	}
 	return n > 0;
 }
 
@@ -377,7 +377,7 @@ static bool sink_event(struct sink_conn *c, const struct smtp_server_ev *ev)
 
 	switch (ev->kind) {
 	case SMTP_SERVER_EV_NEED_MORE:
-		return stash_feed(c);
+		return rxq_feed(c);
 	case SMTP_SERVER_EV_WAIT:
 		if (c->has_delayed && !c->is_timer_armed)
 			arm_delay(c);
@@ -424,7 +424,7 @@ static void sink_drive(struct sink_conn *c)
 
 	if (c->is_dead)
 		return;
-	stash_feed(c);
+	rxq_feed(c);
 	while (!c->is_closing) {
 		smtp_server_next(&c->srv, &ev);
 		if (!sink_event(c, &ev))
@@ -436,8 +436,14 @@ static void sink_drive(struct sink_conn *c)
 			conn_close(c);
 		return;
 	}
-	if (!c->is_recv_armed && !c->is_starved && c->stash_len == 0)
+	if (c->rxq.n > 0) {   /* the server is full or paused: stop receiving */
+		if (c->is_recv_armed && !c->is_recv_cancelled) {
+			reactor_cancel(&c->w->r, c, SINK_OP_RECV);
+			c->is_recv_cancelled = true;
+		}
+	} else if (!c->is_recv_armed && !c->is_starved) {
 		conn_recv(c);
+	}
 }
 
 /* --- completions ----------------------------------------------------------- */
@@ -446,22 +452,30 @@ static void on_recv(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 {
 	struct sink_conn *c = obj;
 	struct sink_worker *w = c->w;
-	unsigned bid;
-	const uint8_t *p;
-	size_t len, off = 0;
+	unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
 
-	c->is_recv_armed = false;
 	if (cqe->res > 0 && !(cqe->flags & IORING_CQE_F_BUFFER))
 		rm_panic("sink: receive without a buffer");
-	if (conn_op_done(c)) {
+	if (!(cqe->flags & IORING_CQE_F_MORE)) {   /* the multishot receive ended */
+		c->is_recv_armed = false;
+		if (conn_op_done(c)) {
+			if (cqe->res > 0)
+				reactor_buf_put(r, bid);
+			return;
+		}
+	} else if (c->is_dead) {
 		if (cqe->res > 0)
-			reactor_buf_put(r, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+			reactor_buf_put(r, bid);
 		return;
 	}
-	if (cqe->res == -ENOBUFS) {   /* every buffer is in use: retry after this batch */
+	if (cqe->res == -ENOBUFS) {   /* every buffer is in use: re-arm after this batch */
 		c->is_starved = true;
 		c->next = w->starved;
 		w->starved = c;
+		return;
+	}
+	if (cqe->res == -ECANCELED) {   /* we paused it; sink_drive re-arms once the queue drains */
+		sink_drive(c);
 		return;
 	}
 	if (cqe->res <= 0) {
@@ -469,24 +483,12 @@ static void on_recv(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 		sink_drive(c);
 		return;
 	}
-	bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-	p = reactor_buf(r, bid);
-	len = (size_t)cqe->res;
-	c->is_recv_full = len == SINK_BUF_BYTES;
-	while (off < len && !c->is_dead) {
-		size_t n = smtp_server_feed(&c->srv, p + off, len - off);
-
-		off += n;
-		sink_drive(c);
-		if (n == 0)
-			break;
+	if (!bench_rxq_push(&c->rxq, bid, (size_t)cqe->res)) {   /* cannot happen: see BENCH_RXQ_MAX */
+		reactor_buf_put(r, bid);
+		bench_ctr_add(&w->st.aborts, 1);
+		conn_close(c);
+		return;
 	}
-	if (off < len && !c->is_dead) {
-		memcpy(c->stash, p + off, len - off);   /* stash is empty: we only receive then */
-		c->stash_off = 0;
-		c->stash_len = len - off;
-	}
-	reactor_buf_put(r, bid);
 	sink_drive(c);
 }
 
@@ -555,10 +557,10 @@ static void on_accept(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 	bench_ctr_add(&w->st.conns, 1);
 	c->is_used = true;
 	c->is_dead = c->is_closing = c->is_recv_armed = c->is_send_busy = false;
-	c->is_starved = c->has_delayed = c->is_timer_armed = c->is_recv_full = false;
+	c->is_starved = c->has_delayed = c->is_timer_armed = c->is_recv_cancelled = false;
 	c->fd = cqe->res;
 	c->n_ops = 0;
-	c->stash_off = c->stash_len = 0;
+	c->rxq.head = c->rxq.n = 0;
 	smtp_server_init(&c->srv, &w->lim);
 	smtp_server_start(&c->srv, SMTP_REPLY_GREETING);
 	sink_drive(c);

@@ -127,25 +127,33 @@ void reactor_buf_put(struct reactor *r, unsigned bid)
 		r->hooks->buf_free(r);
 }
 
-static void prep_recv(struct reactor *r, const void *obj, unsigned op, int fd, unsigned ioprio)
+void reactor_recv(struct reactor *r, const void *obj, unsigned op, int fd)
 {
 	struct io_uring_sqe *sqe = reactor_sqe(r);
 
 	io_uring_prep_recv(sqe, fd, NULL, r->buf_bytes, 0);
-	sqe->ioprio |= ioprio;
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = REACTOR_BGID;
 	reactor_sqe_tag(sqe, obj, op);
 }
 
-void reactor_recv(struct reactor *r, const void *obj, unsigned op, int fd)
+void reactor_recv_multishot(struct reactor *r, const void *obj, unsigned op, int fd)
 {
-	prep_recv(r, obj, op, fd, 0);
+	struct io_uring_sqe *sqe = reactor_sqe(r);
+
+	/* len 0: each completion takes one whole provided buffer */
+	io_uring_prep_recv_multishot(sqe, fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = REACTOR_BGID;
+	reactor_sqe_tag(sqe, obj, op);
 }
 
-void reactor_recv_reply(struct reactor *r, const void *obj, unsigned op, int fd)
+void reactor_cancel(struct reactor *r, const void *obj, unsigned op)
 {
-	prep_recv(r, obj, op, fd, IORING_RECVSEND_POLL_FIRST);
+	struct io_uring_sqe *sqe = reactor_sqe(r);
+
+	io_uring_prep_cancel64(sqe, reactor_tag(obj, op), 0);
+	reactor_sqe_tag(sqe, r->anchor, REACTOR_OP_IGNORE);
 }
 
 static void arm_timer(struct reactor *r)
