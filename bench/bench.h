@@ -132,6 +132,12 @@ void bench_tmpl_free(struct bench_tmpl *t);
 size_t bench_hdr_format(char *out, size_t cap, const struct bench_tmpl *t, uint64_t run,
 			uint64_t seq, const char *from, const char *to);
 
+/* bench_fmt_dec - v in decimal into out (room for 20), no NUL; returns the length. */
+size_t bench_fmt_dec(char *out, uint64_t v);
+/* bench_fmt_hex - v in lower-case hex, zero-padded to width (<= 16), into out
+ * (room for 16), no NUL; returns the length. */
+size_t bench_fmt_hex(char *out, uint64_t v, size_t width);
+
 /* bench_parse_size - "1024", "1k", "100k", "1m" (binary units) into *out. Returns 0 or -EINVAL. */
 int bench_parse_size(const char *s, size_t *out);
 /* bench_parse_hostport - "host:port" (IPv4 dotted, or "localhost") into an AF_INET address. Returns 0 or -EINVAL. */

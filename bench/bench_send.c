@@ -197,11 +197,13 @@ static void format_addr(char *out, size_t cap, const char *pat, uint64_t seq, un
 
 	for (; *pat && o + 1 < cap; pat++) {
 		if (pat[0] == '{' && (pat[1] == 'n' || pat[1] == 'r') && pat[2] == '}') {
-			int n = snprintf(out + o, cap - o, "%" PRIu64, pat[1] == 'n' ? seq : (uint64_t)r);
+			char num[20];
+			size_t n = bench_fmt_dec(num, pat[1] == 'n' ? seq : (uint64_t)r);
 
-			o += n > 0 ? (size_t)n : 0;
-			if (o >= cap)
-				o = cap - 1;
+			if (n > cap - 1 - o)
+				n = cap - 1 - o;
+			memcpy(out + o, num, n);
+			o += n;
 			pat += 2;
 			continue;
 		}

@@ -309,6 +309,18 @@ static bool check_dup(struct sink_shared *sh, uint64_t run, uint64_t seq)
 	return (__atomic_fetch_or(&sh->bits[seq / 64], bit, __ATOMIC_RELAXED) & bit) != 0;
 }
 
+/* qid_format - "S<reactor>.<hex counter>", the queue id in the 250 (by hand: once per message). */
+static void qid_format(char qid[24], unsigned idx, uint64_t n)
+{
+	size_t o = 0;
+
+	qid[o++] = 'S';
+	o += bench_fmt_dec(qid + o, idx % 100);   /* --threads <= 64 */
+	qid[o++] = '.';
+	o += bench_fmt_hex(qid + o, n, 1);
+	qid[o] = '\0';
+}
+
 static void on_data_end(struct sink_conn *c)
 {
 	struct sink_worker *w = c->w;
@@ -337,7 +349,7 @@ static void on_data_end(struct sink_conn *c)
 		    __atomic_add_fetch(&w->sh->total_msgs, 1, __ATOMIC_RELAXED) == w->o->exit_after)
 			*w->sh->exit_flag = 1;
 	}
-	snprintf(c->qid, sizeof(c->qid), "S%u.%" PRIx64, w->idx, w->qid_next++);
+	qid_format(c->qid, w->idx, w->qid_next++);
 	if (w->o->delay_ms) {
 		c->has_delayed = true;
 		c->delayed_reply = (uint8_t)id;
