@@ -185,7 +185,7 @@ static int setup_ring(struct reactor *r)
 	struct io_uring_params p;
 	int rc = -EINVAL;
 
-	for (size_t i = getenv("X_MODE") ? (size_t)atoi(getenv("X_MODE")) : 0; i < sizeof(modes) / sizeof(modes[0]) && rc == -EINVAL; i++) {
+	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]) && rc == -EINVAL; i++) {
 		memset(&p, 0, sizeof(p));
 		p.flags = IORING_SETUP_CQSIZE | modes[i];
 		p.cq_entries = REACTOR_CQ_ENTRIES;
