@@ -133,6 +133,7 @@ struct send_worker {
 	uint64_t t0, deadline;          /* ns; deadline 0: none */
 	double rate;                    /* this reactor's share, msgs/s; 0 closed loop */
 	bool is_stopping, is_timer_armed, is_finished, needs_fill;
+	uint64_t t_end;                 /* ns when is_finished was set (read after join) */
 	struct __kernel_timespec ts;
 	uint64_t rng;
 	struct send_stats st;
@@ -377,11 +378,25 @@ static void conn_open(struct send_worker *w, struct send_conn *c)
 	c->n_ops++;
 }
 
+/*
+ * worker_finished - w has nothing open and will start nothing: note the time
+ * (the run's end for the rate) and wake the main thread, which otherwise
+ * notices only at its next 50 ms poll.
+ */
+static void worker_finished(struct send_worker *w)
+{
+	if (w->is_finished)
+		return;
+	w->t_end = bench_now_ns();
+	__atomic_store_n(&w->is_finished, true, __ATOMIC_RELEASE);
+	kill(getpid(), SIGUSR1);   /* blocked in every thread: main's sigtimedwait takes it */
+}
+
 /* send_finish_check - stop the reactor once nothing is open and nothing will start. */
 static void send_finish_check(struct send_worker *w)
 {
 	if (w->n_open == 0 && !w->is_finished && is_exhausted(w, bench_now_ns())) {
-		__atomic_store_n(&w->is_finished, true, __ATOMIC_RELAXED);
+		worker_finished(w);
 		reactor_stop(&w->r);
 	}
 }
@@ -790,7 +805,7 @@ static bool send_is_done(struct reactor *r)
 	struct send_worker *w = r->ctx;
 
 	if (w->n_open == 0)
-		__atomic_store_n(&w->is_finished, true, __ATOMIC_RELAXED);
+		worker_finished(w);
 	return w->is_finished;
 }
 
@@ -1119,7 +1134,7 @@ int bench_send_main(int argc, char **argv)
 	static struct send_total prev, total;
 	struct send_worker **ws;
 	sigset_t set;
-	uint64_t t0, next_report;
+	uint64_t t0, t_end, next_report;
 	unsigned i, n_started = 0;
 	int rc = 0;
 
@@ -1135,6 +1150,7 @@ int bench_send_main(int argc, char **argv)
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGUSR1);   /* a reactor finished (worker_finished) */
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	t0 = bench_now_ns();
@@ -1168,7 +1184,7 @@ int bench_send_main(int argc, char **argv)
 				reactor_stop(&ws[i]->r);
 		}
 		for (i = 0; i < n_started; i++)
-			if (!__atomic_load_n(&ws[i]->is_finished, __ATOMIC_RELAXED))
+			if (!__atomic_load_n(&ws[i]->is_finished, __ATOMIC_ACQUIRE))
 				all_done = false;
 		if (all_done)
 			break;
@@ -1182,7 +1198,11 @@ int bench_send_main(int argc, char **argv)
 		if (reactor_join(&ws[i]->r) != 0)
 			rc = 1;
 	total_collect(&total, ws, n_started);
-	send_final(&o, &total, (double)(bench_now_ns() - t0) / 1e9);
+	/* The run ends when the last reactor finished, not when main noticed. */
+	t_end = 0;
+	for (i = 0; i < n_started; i++)
+		t_end = ws[i]->t_end > t_end ? ws[i]->t_end : t_end;
+	send_final(&o, &total, (double)((t_end ? t_end : bench_now_ns()) - t0) / 1e9);
 	fflush(stdout);
 	for (i = 0; i < o.threads && ws[i]; i++)
 		worker_free(ws[i]);

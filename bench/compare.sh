@@ -106,11 +106,16 @@ if [ "$tools" = 1 ]; then
 	trap 'kill $snk $bsnk $bsnk2 2>/dev/null; rm -rf "$tw"' EXIT
 	sleep 0.3
 	# bench_run N PORT [send options]: one ringmta-bench run; its msg/s (0 if any
-	# message failed); its CPU time in $tw/times
+	# message failed), timed like smtp-source: the wall clock around the
+	# process; its CPU time in $tw/times
 	bench_run() {
+		local t0 t1
+		t0=$(date +%s.%N)
 		( "$BENCH_BIN" send --target 127.0.0.1:"$2" --sessions 20 --messages "$1" --size 1024 \
 			--report-every 0 --json "${@:3}" >"$tw/send.json"; times >"$tw/times" )
-		"$PY" -c 'import json,sys; j=json.load(open(sys.argv[1])); print(j["msgs_per_s"] if j["messages"]["ok"] == j["messages"]["started"] else 0)' "$tw/send.json"
+		t1=$(date +%s.%N)
+		"$PY" -c 'import json,sys; j=json.load(open(sys.argv[1])); print(round(int(sys.argv[2]) / (float(sys.argv[4]) - float(sys.argv[3])), 1) if j["messages"]["ok"] == j["messages"]["started"] else 0)' \
+			"$tw/send.json" "$1" "$t0" "$t1"
 	}
 	# proc_cpu PID: user+system CPU seconds of PID (all its threads) so far
 	proc_cpu() {
