@@ -5,8 +5,9 @@
  * Owns: one reactor per --threads, each with sessions/threads connection
  *       slots (a struct smtp_client each), its share of the messages, its
  *       counters and latency histograms; the message templates (read-only).
- * Must not: block in a reactor thread (socket() and close() are the only
- *       synchronous calls on the loop); wait for an idle session before
+ * Must not: block in a reactor thread (socket(), setsockopt(), shutdown(),
+ *       close() and the kill() that wakes main are the only synchronous
+ *       calls on the loop, none of them waits); wait for an idle session before
  *       timing a message in open-loop mode (latency counts from the
  *       message's slot in the schedule: no coordinated omission).
  * Interface: `ringmta-bench send --help`; a report line on stderr every
