@@ -20,9 +20,11 @@
  * (backpressure without cancelling a multishot). ringmta-bench, where
  * every reply in lock step would pay a submission and a poll set-up, arms
  * a multishot receive once per connection and cancels it when it has to
- * hold input (reactor_recv_multishot, reactor_cancel). Timeouts use one periodic tick per reactor (hooks->tick) that
- * the owner uses to scan its deadlines: cheaper than a linked timeout per
- * receive, which would be cancelled and re-armed for every packet.
+ * hold input (reactor_recv_multishot, reactor_cancel).
+ *
+ * Timeouts use one periodic tick per reactor (hooks->tick) that the owner
+ * uses to scan its deadlines: cheaper than a linked timeout per receive,
+ * which would be cancelled and re-armed for every packet.
  *
  * Threads: reactor_stop() may be called from any thread; everything else
  * only from the reactor's own thread once it runs (the ring is
