@@ -132,6 +132,12 @@ void bench_tmpl_free(struct bench_tmpl *t);
 size_t bench_hdr_format(char *out, size_t cap, const struct bench_tmpl *t, uint64_t run,
 			uint64_t seq, const char *from, const char *to);
 
+/* bench_fmt_dec - v in decimal into out (room for 20), no NUL; returns the length. */
+size_t bench_fmt_dec(char *out, uint64_t v);
+/* bench_fmt_hex - v in lower-case hex, zero-padded to width (<= 16), into out
+ * (room for 16), no NUL; returns the length. */
+size_t bench_fmt_hex(char *out, uint64_t v, size_t width);
+
 /* bench_parse_size - "1024", "1k", "100k", "1m" (binary units) into *out. Returns 0 or -EINVAL. */
 int bench_parse_size(const char *s, size_t *out);
 /* bench_parse_hostport - "host:port" (IPv4 dotted, or "localhost") into an AF_INET address. Returns 0 or -EINVAL. */
@@ -148,6 +154,37 @@ static inline uint64_t bench_rand(uint64_t *st)
 	x ^= x >> 27;
 	*st = x;
 	return x * 0x2545F4914F6CDD1Dull;
+}
+
+/*
+ * struct bench_rxq - received provided buffers a session has not consumed
+ * yet, oldest first: the chunks of a multishot receive that arrive while
+ * its SMTP state machine cannot take more. The session cancels the receive
+ * at the first such chunk, so only chunks already in flight queue up; the
+ * buffers go back to the reactor's ring as they are consumed.
+ */
+/* BENCH_RXQ_MAX - chunks held per session; the kernel posts at most 32 per
+ * wake-up of one multishot receive (MULTISHOT_MAX_RETRY), and we cancel at
+ * the first. */
+#define BENCH_RXQ_MAX 64
+struct bench_rxq {
+	uint16_t bid[BENCH_RXQ_MAX];
+	uint32_t off[BENCH_RXQ_MAX], len[BENCH_RXQ_MAX];
+	unsigned head, n;
+};
+
+/* bench_rxq_push - queue buffer bid holding len bytes; false when full. */
+static inline bool bench_rxq_push(struct bench_rxq *q, unsigned bid, size_t len)
+{
+	unsigned i = (q->head + q->n) % BENCH_RXQ_MAX;
+
+	if (q->n == BENCH_RXQ_MAX)
+		return false;
+	q->bid[i] = (uint16_t)bid;
+	q->off[i] = 0;
+	q->len[i] = (uint32_t)len;
+	q->n++;
+	return true;
 }
 
 int bench_send_main(int argc, char **argv);

@@ -5,15 +5,17 @@
  * Owns: one reactor per --threads, each with sessions/threads connection
  *       slots (a struct smtp_client each), its share of the messages, its
  *       counters and latency histograms; the message templates (read-only).
- * Must not: block in a reactor thread (socket() and close() are the only
- *       synchronous calls on the loop); wait for an idle session before
+ * Must not: block in a reactor thread (socket(), setsockopt(), shutdown(),
+ *       close() and the kill() that wakes main are the only synchronous
+ *       calls on the loop, none of them waits); wait for an idle session before
  *       timing a message in open-loop mode (latency counts from the
  *       message's slot in the schedule: no coordinated omission).
  * Interface: `ringmta-bench send --help`; a report line on stderr every
  *       --report-every s; the final report (or --json) on stdout.
  * Limits: SEND_RCPT_MAX recipients, SEND_SIZES_MAX sizes in a distribution,
- *       sessions <= SEND_SESSIONS_MAX; input held per connection: one
- *       receive buffer.
+ *       sessions <= SEND_SESSIONS_MAX; input held per connection:
+ *       BENCH_RXQ_MAX received chunks (a multishot receive per connection,
+ *       cancelled while the client cannot take more).
  * Errors: bad options exit 2, set-up failures 1; connection and protocol
  *       failures are counted and the run goes on. Exit 0 when every
  *       message got an end-of-data reply (any code), 3 otherwise.
@@ -44,7 +46,6 @@
 /* SEND_BUF_BYTES / SEND_N_BUFS - receive buffers: replies are short; 4 KiB x 1024 per reactor. */
 #define SEND_BUF_BYTES 4096
 #define SEND_N_BUFS 1024
-#define SEND_STASH_BYTES SEND_BUF_BYTES
 /* SEND_RCPT_MAX - --recipients cap (Postfix's default smtpd_recipient_limit is 1000; 100 is RFC 5321's minimum). */
 #define SEND_RCPT_MAX 100
 /* SEND_ADDR_BYTES - one formatted address (RFC 5321 4.5.3.1.3: a path is <= 256 octets). */
@@ -102,6 +103,7 @@ struct send_conn {
 	int fd;
 	unsigned n_ops;
 	bool is_open, is_dead, is_recv_armed, is_send_busy, is_starved, is_parked;
+	bool is_recv_cancelled;          /* the multishot receive is being cancelled */
 	bool has_msg, in_txn, has_banner, has_eod_result;
 	size_t lent;                    /* bytes of output in the send in flight */
 	unsigned msgs_on_conn;
@@ -112,12 +114,11 @@ struct send_conn {
 	unsigned part;                  /* body: 0 header, 1 template, 2 done */
 	size_t part_off;
 	size_t hdr_len;
-	size_t stash_off, stash_len;
 	struct smtp_client_txn txn;
 	struct smtp_client_rcpt *rcpt;
 	char (*rcpt_addr)[SEND_ADDR_BYTES];
 	char hdr[BENCH_HDR_BYTES];
-	uint8_t stash[SEND_STASH_BYTES];
+	struct bench_rxq rxq;            /* received, not yet fed to cl */
 	struct smtp_client cl;
 } __attribute__((aligned(16)));
 
@@ -133,6 +134,7 @@ struct send_worker {
 	uint64_t t0, deadline;          /* ns; deadline 0: none */
 	double rate;                    /* this reactor's share, msgs/s; 0 closed loop */
 	bool is_stopping, is_timer_armed, is_finished, needs_fill;
+	uint64_t t_end;                 /* ns when is_finished was set (read after join) */
 	struct __kernel_timespec ts;
 	uint64_t rng;
 	struct send_stats st;
@@ -197,11 +199,13 @@ static void format_addr(char *out, size_t cap, const char *pat, uint64_t seq, un
 
 	for (; *pat && o + 1 < cap; pat++) {
 		if (pat[0] == '{' && (pat[1] == 'n' || pat[1] == 'r') && pat[2] == '}') {
-			int n = snprintf(out + o, cap - o, "%" PRIu64, pat[1] == 'n' ? seq : (uint64_t)r);
+			char num[20];
+			size_t n = bench_fmt_dec(num, pat[1] == 'n' ? seq : (uint64_t)r);
 
-			o += n > 0 ? (size_t)n : 0;
-			if (o >= cap)
-				o = cap - 1;
+			if (n > cap - 1 - o)
+				n = cap - 1 - o;
+			memcpy(out + o, num, n);
+			o += n;
 			pat += 2;
 			continue;
 		}
@@ -253,8 +257,9 @@ static void message_done(struct send_conn *c, bool is_ok)
 
 static void conn_recv(struct send_conn *c)
 {
-	reactor_recv(&c->w->r, c, SEND_OP_RECV, c->fd);
+	reactor_recv_multishot(&c->w->r, c, SEND_OP_RECV, c->fd);
 	c->is_recv_armed = true;
+	c->is_recv_cancelled = false;
 	c->n_ops++;
 }
 
@@ -308,7 +313,16 @@ static void conn_close(struct send_conn *c)
 	}
 	smtp_client_fini(&c->cl);
 	if (c->fd >= 0) {
-		shutdown(c->fd, SHUT_RDWR);
+		/* An op in flight holds the socket until it completes, and only
+		 * then does the close below reset the connection (SO_LINGER 0).
+		 * SHUT_RD ends the receive without a segment; a send stuck on a
+		 * full window needs SHUT_RDWR. */
+		for (; c->rxq.n > 0; c->rxq.n--, c->rxq.head = (c->rxq.head + 1) % BENCH_RXQ_MAX)
+			reactor_buf_put(&c->w->r, c->rxq.bid[c->rxq.head]);
+		if (c->is_send_busy)
+			shutdown(c->fd, SHUT_RDWR);
+		else if (c->is_recv_armed)
+			shutdown(c->fd, SHUT_RD);
 		close(c->fd);
 		c->fd = -1;
 	}
@@ -336,9 +350,10 @@ static void conn_open(struct send_worker *w, struct send_conn *c)
 	c->is_open = true;
 	w->n_open++;
 	c->is_dead = c->is_recv_armed = c->is_send_busy = c->is_starved = c->is_parked = false;
+	c->is_recv_cancelled = false;
 	c->in_txn = c->has_banner = false;
 	c->msgs_on_conn = 0;
-	c->stash_off = c->stash_len = 0;
+	c->rxq.head = c->rxq.n = 0;
 	c->n_ops = 0;
 	c->t_connect = c->t_io = bench_now_ns();
 	c->t_open = 0;
@@ -348,6 +363,11 @@ static void conn_open(struct send_worker *w, struct send_conn *c)
 		return;
 	}
 	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/* Close with a reset, as smtp-source does: the session has ended with
+	 * QUIT/221 (or failed) by then, and a FIN exchange would cost two more
+	 * segments and leave thousands of TIME_WAIT sockets per second. */
+	setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &(struct linger){ .l_onoff = 1, .l_linger = 0 },
+		   sizeof(struct linger));
 	if (w->o->has_bind && bind(c->fd, (const struct sockaddr *)&w->o->bind, sizeof(w->o->bind)) < 0) {
 		bench_ctr_add(&w->st.connect_err, 1);
 		conn_close(c);
@@ -359,11 +379,25 @@ static void conn_open(struct send_worker *w, struct send_conn *c)
 	c->n_ops++;
 }
 
+/*
+ * worker_finished - w has nothing open and will start nothing: note the time
+ * (the run's end for the rate) and wake the main thread, which otherwise
+ * notices only at its next 50 ms poll.
+ */
+static void worker_finished(struct send_worker *w)
+{
+	if (w->is_finished)
+		return;
+	w->t_end = bench_now_ns();
+	__atomic_store_n(&w->is_finished, true, __ATOMIC_RELEASE);
+	kill(getpid(), SIGUSR1);   /* blocked in every thread: main's sigtimedwait takes it */
+}
+
 /* send_finish_check - stop the reactor once nothing is open and nothing will start. */
 static void send_finish_check(struct send_worker *w)
 {
 	if (w->n_open == 0 && !w->is_finished && is_exhausted(w, bench_now_ns())) {
-		__atomic_store_n(&w->is_finished, true, __ATOMIC_RELAXED);
+		worker_finished(w);
 		reactor_stop(&w->r);
 	}
 }
@@ -452,6 +486,25 @@ static void count_code(struct send_worker *w, uint16_t code)
 	}
 }
 
+/* rxq_feed - give the client what it can take of the oldest held chunk; true if it took something. */
+static bool rxq_feed(struct send_conn *c)
+{
+	struct bench_rxq *q = &c->rxq;
+	unsigned i = q->head;
+	size_t n;
+
+	if (q->n == 0)
+		return false;
+	n = smtp_client_feed(&c->cl, reactor_buf(&c->w->r, q->bid[i]) + q->off[i], q->len[i] - q->off[i]);
+	q->off[i] += (uint32_t)n;
+	if (q->off[i] == q->len[i]) {
+		reactor_buf_put(&c->w->r, q->bid[i]);
+		q->head = (i + 1) % BENCH_RXQ_MAX;
+		q->n--;
+	}
+	return n > 0;
+}
+
 /* send_event - act on one client event; false to stop driving (wait for I/O or close). */
 static bool send_event(struct send_conn *c, const struct smtp_client_ev *ev, uint64_t now)
 {
@@ -459,14 +512,7 @@ static bool send_event(struct send_conn *c, const struct smtp_client_ev *ev, uin
 
 	switch (ev->kind) {
 	case SMTP_CLIENT_EV_NEED_MORE:
-		if (c->stash_len) {
-			size_t n = smtp_client_feed(&c->cl, c->stash + c->stash_off, c->stash_len);
-
-			c->stash_off += n;
-			c->stash_len -= n;
-			return n > 0;
-		}
-		return false;
+		return rxq_feed(c);
 	case SMTP_CLIENT_EV_FLUSH:
 		conn_flush(c);
 		return false;
@@ -538,9 +584,15 @@ static void send_drive(struct send_conn *c)
 	if (c->is_dead)
 		return;
 	conn_flush(c);
-	if (!c->is_recv_armed && !c->is_starved && c->stash_len == 0 &&
-	    smtp_client_phase(&c->cl) != SMTP_CLIENT_PHASE_NONE)
+	if (c->rxq.n > 0) {   /* the client is full: stop receiving */
+		if (c->is_recv_armed && !c->is_recv_cancelled) {
+			reactor_cancel(&c->w->r, c, SEND_OP_RECV);
+			c->is_recv_cancelled = true;
+		}
+	} else if (!c->is_recv_armed && !c->is_starved &&
+		   smtp_client_phase(&c->cl) != SMTP_CLIENT_PHASE_NONE) {
 		conn_recv(c);
+	}
 }
 
 /* --- completions ----------------------------------------------------------- */
@@ -576,14 +628,20 @@ static void on_recv(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 {
 	struct send_conn *c = obj;
 	struct send_worker *w = c->w;
-	unsigned bid;
-	const uint8_t *p;
-	size_t len, n;
+	unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
 
-	c->is_recv_armed = false;
-	if (conn_op_done(c)) {
-		if (cqe->res > 0 && (cqe->flags & IORING_CQE_F_BUFFER))
-			reactor_buf_put(r, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+	if (cqe->res > 0 && !(cqe->flags & IORING_CQE_F_BUFFER))
+		rm_panic("send: receive without a buffer");
+	if (!(cqe->flags & IORING_CQE_F_MORE)) {   /* the multishot receive ended */
+		c->is_recv_armed = false;
+		if (conn_op_done(c)) {
+			if (cqe->res > 0)
+				reactor_buf_put(r, bid);
+			return;
+		}
+	} else if (c->is_dead) {
+		if (cqe->res > 0)
+			reactor_buf_put(r, bid);
 		return;
 	}
 	if (cqe->res == -ENOBUFS) {
@@ -592,27 +650,25 @@ static void on_recv(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 		w->starved = c;
 		return;
 	}
+	if (cqe->res == -ECANCELED) {   /* we paused it; send_drive re-arms once the queue drains */
+		send_drive(c);
+		return;
+	}
 	if (cqe->res <= 0) {
 		smtp_client_eof(&c->cl);
 		send_drive(c);
 		return;
 	}
-	if (!(cqe->flags & IORING_CQE_F_BUFFER))
-		rm_panic("send: receive without a buffer");
 	if (!c->has_banner) {
 		c->has_banner = true;
 		bench_hist_add(&w->h[H_BANNER], (bench_now_ns() - c->t_open) / 1000);
 	}
-	bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-	p = reactor_buf(r, bid);
-	len = (size_t)cqe->res;
-	n = smtp_client_feed(&c->cl, p, len);
-	if (n < len) {   /* the stash is empty whenever a receive is armed */
-		memcpy(c->stash, p + n, len - n);
-		c->stash_off = 0;
-		c->stash_len = len - n;
+	if (!bench_rxq_push(&c->rxq, bid, (size_t)cqe->res)) {   /* cannot happen: see BENCH_RXQ_MAX */
+		reactor_buf_put(r, bid);
+		bench_ctr_add(&w->st.conn_failed, 1);
+		conn_close(c);
+		return;
 	}
-	reactor_buf_put(r, bid);
 	send_drive(c);
 }
 
@@ -750,7 +806,7 @@ static bool send_is_done(struct reactor *r)
 	struct send_worker *w = r->ctx;
 
 	if (w->n_open == 0)
-		__atomic_store_n(&w->is_finished, true, __ATOMIC_RELAXED);
+		worker_finished(w);
 	return w->is_finished;
 }
 
@@ -1079,7 +1135,7 @@ int bench_send_main(int argc, char **argv)
 	static struct send_total prev, total;
 	struct send_worker **ws;
 	sigset_t set;
-	uint64_t t0, next_report;
+	uint64_t t0, t_end, next_report;
 	unsigned i, n_started = 0;
 	int rc = 0;
 
@@ -1095,6 +1151,7 @@ int bench_send_main(int argc, char **argv)
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGUSR1);   /* a reactor finished (worker_finished) */
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	t0 = bench_now_ns();
@@ -1128,7 +1185,7 @@ int bench_send_main(int argc, char **argv)
 				reactor_stop(&ws[i]->r);
 		}
 		for (i = 0; i < n_started; i++)
-			if (!__atomic_load_n(&ws[i]->is_finished, __ATOMIC_RELAXED))
+			if (!__atomic_load_n(&ws[i]->is_finished, __ATOMIC_ACQUIRE))
 				all_done = false;
 		if (all_done)
 			break;
@@ -1142,7 +1199,11 @@ int bench_send_main(int argc, char **argv)
 		if (reactor_join(&ws[i]->r) != 0)
 			rc = 1;
 	total_collect(&total, ws, n_started);
-	send_final(&o, &total, (double)(bench_now_ns() - t0) / 1e9);
+	/* The run ends when the last reactor finished, not when main noticed. */
+	t_end = 0;
+	for (i = 0; i < n_started; i++)
+		t_end = ws[i]->t_end > t_end ? ws[i]->t_end : t_end;
+	send_final(&o, &total, (double)((t_end ? t_end : bench_now_ns()) - t0) / 1e9);
 	fflush(stdout);
 	for (i = 0; i < o.threads && ws[i]; i++)
 		worker_free(ws[i]);

@@ -12,7 +12,8 @@
  *       stderr every --report-every s, a final summary (or --json) on
  *       stdout after SIGTERM/SIGINT or --exit-after messages.
  * Limits: --max-conns sessions (more are closed at accept); input held per
- *       session: one receive buffer (SINK_STASH_BYTES); replies are
+ *       session: BENCH_RXQ_MAX received chunks (a multishot receive per
+ *       session, cancelled while the server cannot take more); replies are
  *       copied out of the server's 2 KiB output buffer, one send in flight.
  * Errors: set-up failures exit 1 with "sink: what: cause"; peer problems
  *       are counted (aborts, rejects), never fatal.
@@ -42,8 +43,6 @@
 #include "ringmta/smtp_server.h"
 #include "ringmta/util.h"
 
-/* SINK_STASH_BYTES - received bytes the server could not take yet: at most one receive buffer. */
-#define SINK_STASH_BYTES SINK_BUF_BYTES
 /* SINK_BUF_BYTES - receive buffer size: 16 KiB as the daemon (a 100 KiB message in ~7 completions). */
 #define SINK_BUF_BYTES (16 * 1024)
 /* SINK_N_BUFS - provided buffers per reactor (power of two), 4 MiB. */
@@ -107,17 +106,17 @@ struct sink_conn {
 	unsigned n_ops;                /* submissions in flight that point at us */
 	bool is_used, is_dead, is_closing;
 	bool is_recv_armed, is_send_busy, is_starved;
+	bool is_recv_cancelled;        /* the multishot receive is being cancelled */
 	bool has_delayed;              /* an answer waits for the timer */
 	bool is_timer_armed;
 	uint8_t delayed_reply;
 	char qid[24];
 	size_t tx_off, tx_len;
-	size_t stash_off, stash_len;
 	struct __kernel_timespec ts;
 	struct bench_check chk;
 	struct smtp_server srv;
 	uint8_t tx[SMTP_SERVER_OUT_BYTES];
-	uint8_t stash[SINK_STASH_BYTES];
+	struct bench_rxq rxq;          /* received, not yet fed to srv */
 } __attribute__((aligned(16)));
 
 struct sink_worker {
@@ -160,7 +159,9 @@ static void conn_close(struct sink_conn *c)
 		return;
 	c->is_dead = true;
 	smtp_server_fini(&c->srv);
-	shutdown(c->fd, SHUT_RDWR);   /* completes a pending receive */
+	for (; c->rxq.n > 0; c->rxq.n--, c->rxq.head = (c->rxq.head + 1) % BENCH_RXQ_MAX)
+		reactor_buf_put(&c->w->r, c->rxq.bid[c->rxq.head]);
+	shutdown(c->fd, SHUT_RDWR);   /* ends the receive; the last reply leaves with the FIN */
 	close(c->fd);
 	c->fd = -1;
 	if (c->n_ops == 0)
@@ -182,7 +183,10 @@ static void conn_send(struct sink_conn *c)
 {
 	struct io_uring_sqe *sqe = reactor_sqe(&c->w->r);
 
-	io_uring_prep_send(sqe, c->fd, c->tx + c->tx_off, c->tx_len - c->tx_off, MSG_NOSIGNAL);
+	/* The last reply (221, 421) waits in the socket for conn_close's FIN
+	 * and leaves in the same segment. */
+	io_uring_prep_send(sqe, c->fd, c->tx + c->tx_off, c->tx_len - c->tx_off,
+			   MSG_NOSIGNAL | (c->is_closing ? MSG_MORE : 0));
 	reactor_sqe_tag(sqe, c, SINK_OP_SEND);
 	c->is_send_busy = true;
 	c->n_ops++;
@@ -209,23 +213,28 @@ static bool out_take(struct sink_conn *c)
 
 static void conn_recv(struct sink_conn *c)
 {
-	reactor_recv(&c->w->r, c, SINK_OP_RECV, c->fd);
+	reactor_recv_multishot(&c->w->r, c, SINK_OP_RECV, c->fd);
 	c->is_recv_armed = true;
+	c->is_recv_cancelled = false;
 	c->n_ops++;
 }
 
-/* stash_feed - give the server what it can take of the stash; true if it took something. */
-static bool stash_feed(struct sink_conn *c)
+/* rxq_feed - give the server what it can take of the oldest held chunk; true if it took something. */
+static bool rxq_feed(struct sink_conn *c)
 {
+	struct bench_rxq *q = &c->rxq;
+	unsigned i = q->head;
 	size_t n;
 
-	if (c->stash_len == 0)
+	if (q->n == 0)
 		return false;
-	n = smtp_server_feed(&c->srv, c->stash + c->stash_off, c->stash_len);
-	c->stash_off += n;
-	c->stash_len -= n;
-	if (c->stash_len == 0)
-		c->stash_off = 0;
+	n = smtp_server_feed(&c->srv, reactor_buf(&c->w->r, q->bid[i]) + q->off[i], q->len[i] - q->off[i]);
+	q->off[i] += (uint32_t)n;
+	if (q->off[i] == q->len[i]) {
+		reactor_buf_put(&c->w->r, q->bid[i]);
+		q->head = (i + 1) % BENCH_RXQ_MAX;
+		q->n--;
+	}
 	return n > 0;
 }
 
@@ -300,6 +309,18 @@ static bool check_dup(struct sink_shared *sh, uint64_t run, uint64_t seq)
 	return (__atomic_fetch_or(&sh->bits[seq / 64], bit, __ATOMIC_RELAXED) & bit) != 0;
 }
 
+/* qid_format - "S<reactor>.<hex counter>", the queue id in the 250 (by hand: once per message). */
+static void qid_format(char qid[24], unsigned idx, uint64_t n)
+{
+	size_t o = 0;
+
+	qid[o++] = 'S';
+	o += bench_fmt_dec(qid + o, idx % 100);   /* --threads <= 64 */
+	qid[o++] = '.';
+	o += bench_fmt_hex(qid + o, n, 1);
+	qid[o] = '\0';
+}
+
 static void on_data_end(struct sink_conn *c)
 {
 	struct sink_worker *w = c->w;
@@ -328,7 +349,7 @@ static void on_data_end(struct sink_conn *c)
 		    __atomic_add_fetch(&w->sh->total_msgs, 1, __ATOMIC_RELAXED) == w->o->exit_after)
 			*w->sh->exit_flag = 1;
 	}
-	snprintf(c->qid, sizeof(c->qid), "S%u.%" PRIx64, w->idx, w->qid_next++);
+	qid_format(c->qid, w->idx, w->qid_next++);
 	if (w->o->delay_ms) {
 		c->has_delayed = true;
 		c->delayed_reply = (uint8_t)id;
@@ -368,7 +389,7 @@ static bool sink_event(struct sink_conn *c, const struct smtp_server_ev *ev)
 
 	switch (ev->kind) {
 	case SMTP_SERVER_EV_NEED_MORE:
-		return stash_feed(c);
+		return rxq_feed(c);
 	case SMTP_SERVER_EV_WAIT:
 		if (c->has_delayed && !c->is_timer_armed)
 			arm_delay(c);
@@ -415,7 +436,7 @@ static void sink_drive(struct sink_conn *c)
 
 	if (c->is_dead)
 		return;
-	stash_feed(c);
+	rxq_feed(c);
 	while (!c->is_closing) {
 		smtp_server_next(&c->srv, &ev);
 		if (!sink_event(c, &ev))
@@ -427,8 +448,14 @@ static void sink_drive(struct sink_conn *c)
 			conn_close(c);
 		return;
 	}
-	if (!c->is_recv_armed && !c->is_starved && c->stash_len == 0)
+	if (c->rxq.n > 0) {   /* the server is full or paused: stop receiving */
+		if (c->is_recv_armed && !c->is_recv_cancelled) {
+			reactor_cancel(&c->w->r, c, SINK_OP_RECV);
+			c->is_recv_cancelled = true;
+		}
+	} else if (!c->is_recv_armed && !c->is_starved) {
 		conn_recv(c);
+	}
 }
 
 /* --- completions ----------------------------------------------------------- */
@@ -437,22 +464,30 @@ static void on_recv(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 {
 	struct sink_conn *c = obj;
 	struct sink_worker *w = c->w;
-	unsigned bid;
-	const uint8_t *p;
-	size_t len, off = 0;
+	unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
 
-	c->is_recv_armed = false;
 	if (cqe->res > 0 && !(cqe->flags & IORING_CQE_F_BUFFER))
 		rm_panic("sink: receive without a buffer");
-	if (conn_op_done(c)) {
+	if (!(cqe->flags & IORING_CQE_F_MORE)) {   /* the multishot receive ended */
+		c->is_recv_armed = false;
+		if (conn_op_done(c)) {
+			if (cqe->res > 0)
+				reactor_buf_put(r, bid);
+			return;
+		}
+	} else if (c->is_dead) {
 		if (cqe->res > 0)
-			reactor_buf_put(r, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+			reactor_buf_put(r, bid);
 		return;
 	}
-	if (cqe->res == -ENOBUFS) {   /* every buffer is in use: retry after this batch */
+	if (cqe->res == -ENOBUFS) {   /* every buffer is in use: re-arm after this batch */
 		c->is_starved = true;
 		c->next = w->starved;
 		w->starved = c;
+		return;
+	}
+	if (cqe->res == -ECANCELED) {   /* we paused it; sink_drive re-arms once the queue drains */
+		sink_drive(c);
 		return;
 	}
 	if (cqe->res <= 0) {
@@ -460,23 +495,12 @@ static void on_recv(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 		sink_drive(c);
 		return;
 	}
-	bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-	p = reactor_buf(r, bid);
-	len = (size_t)cqe->res;
-	while (off < len && !c->is_dead) {
-		size_t n = smtp_server_feed(&c->srv, p + off, len - off);
-
-		off += n;
-		sink_drive(c);
-		if (n == 0)
-			break;
+	if (!bench_rxq_push(&c->rxq, bid, (size_t)cqe->res)) {   /* cannot happen: see BENCH_RXQ_MAX */
+		reactor_buf_put(r, bid);
+		bench_ctr_add(&w->st.aborts, 1);
+		conn_close(c);
+		return;
 	}
-	if (off < len && !c->is_dead) {
-		memcpy(c->stash, p + off, len - off);   /* stash is empty: we only receive then */
-		c->stash_off = 0;
-		c->stash_len = len - off;
-	}
-	reactor_buf_put(r, bid);
 	sink_drive(c);
 }
 
@@ -529,7 +553,6 @@ static void on_accept(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 {
 	struct sink_worker *w = obj;
 	struct sink_conn *c;
-	int one = 1;
 
 	(void)r;
 	if (!(cqe->flags & IORING_CQE_F_MORE) && *w->sh->exit_flag == 0)
@@ -546,11 +569,10 @@ static void on_accept(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 	bench_ctr_add(&w->st.conns, 1);
 	c->is_used = true;
 	c->is_dead = c->is_closing = c->is_recv_armed = c->is_send_busy = false;
-	c->is_starved = c->has_delayed = c->is_timer_armed = false;
+	c->is_starved = c->has_delayed = c->is_timer_armed = c->is_recv_cancelled = false;
 	c->fd = cqe->res;
 	c->n_ops = 0;
-	c->stash_off = c->stash_len = 0;
-	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->rxq.head = c->rxq.n = 0;
 	smtp_server_init(&c->srv, &w->lim);
 	smtp_server_start(&c->srv, SMTP_REPLY_GREETING);
 	sink_drive(c);
@@ -770,6 +792,7 @@ static int listen_socket(const struct sockaddr_in *sa)
 		return -errno;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));   /* accepted sockets inherit it */
 	if (bind(fd, (const struct sockaddr *)sa, sizeof(*sa)) < 0 || listen(fd, 4096) < 0) {
 		int e = -errno;
 

@@ -139,6 +139,25 @@ void reactor_recv(struct reactor *r, const void *obj, unsigned op, int fd)
 	reactor_sqe_tag(sqe, obj, op);
 }
 
+void reactor_recv_multishot(struct reactor *r, const void *obj, unsigned op, int fd)
+{
+	struct io_uring_sqe *sqe = reactor_sqe(r);
+
+	/* len 0: each completion takes one whole provided buffer */
+	io_uring_prep_recv_multishot(sqe, fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = REACTOR_BGID;
+	reactor_sqe_tag(sqe, obj, op);
+}
+
+void reactor_cancel(struct reactor *r, const void *obj, unsigned op)
+{
+	struct io_uring_sqe *sqe = reactor_sqe(r);
+
+	io_uring_prep_cancel64(sqe, reactor_tag(obj, op), 0);
+	reactor_sqe_tag(sqe, r->anchor, REACTOR_OP_IGNORE);
+}
+
 static void arm_timer(struct reactor *r)
 {
 	struct io_uring_sqe *sqe = reactor_sqe(r);

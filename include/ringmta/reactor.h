@@ -14,12 +14,17 @@
  * fsync there: everything completed in one iteration shares it), then
  * submit everything in one io_uring_enter.
  *
- * Receives are single-shot with IOSQE_BUFFER_SELECT from the provided-buffer
- * ring: an idle connection holds no buffer, and a connection that cannot
- * take more input is simply not re-armed (backpressure without cancelling a
- * multishot). Timeouts use one periodic tick per reactor (hooks->tick) that
- * the owner uses to scan its deadlines: cheaper than a linked timeout per
- * receive, which would be cancelled and re-armed for every packet.
+ * Receives take IOSQE_BUFFER_SELECT buffers from the provided-buffer ring.
+ * The daemon's are single-shot: an idle connection holds no buffer, and a
+ * connection that cannot take more input is simply not re-armed
+ * (backpressure without cancelling a multishot). ringmta-bench, where
+ * every reply in lock step would pay a submission and a poll set-up, arms
+ * a multishot receive once per connection and cancels it when it has to
+ * hold input (reactor_recv_multishot, reactor_cancel).
+ *
+ * Timeouts use one periodic tick per reactor (hooks->tick) that the owner
+ * uses to scan its deadlines: cheaper than a linked timeout per receive,
+ * which would be cancelled and re-armed for every packet.
  *
  * Cross-thread calls: one eventfd read is always armed; reactor_wake()
  * writes the eventfd and the completion calls hooks->wake in the reactor's
@@ -159,6 +164,20 @@ void reactor_sqe_tag(struct io_uring_sqe *sqe, const void *obj, unsigned op);
  * completion has IORING_CQE_F_BUFFER and the buffer id in cqe->flags >>
  * IORING_CQE_BUFFER_SHIFT when res > 0; -ENOBUFS when none was free. */
 void reactor_recv(struct reactor *r, const void *obj, unsigned op, int fd);
+/*
+ * reactor_recv_multishot - like reactor_recv, but armed once: every chunk
+ * that arrives completes with IORING_CQE_F_MORE set while the receive stays
+ * armed (no submission, no poll set-up per chunk: request/reply traffic in
+ * lock step pays both on every reply otherwise). A completion without
+ * F_MORE ends it: EOF (0), an error, -ENOBUFS (no free buffer), -ECANCELED
+ * (reactor_cancel); re-arm when wanted. The owner must be able to hold
+ * chunks it cannot consume yet, or cancel. Linux >= 6.0.
+ */
+void reactor_recv_multishot(struct reactor *r, const void *obj, unsigned op, int fd);
+/* reactor_cancel - cancel the op in flight tagged obj|op (its own completion
+ * reports -ECANCELED); the cancel's completion is ignored, also when nothing
+ * matched. */
+void reactor_cancel(struct reactor *r, const void *obj, unsigned op);
 /* reactor_buf - the bytes of provided buffer bid. */
 uint8_t *reactor_buf(struct reactor *r, unsigned bid);
 /* reactor_buf_put - give buffer bid back to the ring; calls hooks->buf_free. */
