@@ -1342,9 +1342,23 @@ def wait_queue_empty(daemon, timeout=20):
                              f" log tail:\n{daemon.log_tail(30)}")
 
 
+_MAP_DIRS = []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """pytest_sessionfinish - remove the map files' dirs (write_map) unless asked to keep."""
+    if os.environ.get("RINGMTA_TEST_KEEP") != "1":
+        for d in _MAP_DIRS:
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def write_map(lines, name="map"):
-    """write_map - a map file (transport_map, relay_recipients) readable by the daemon."""
+    """write_map - a map file (transport_map, relay_recipients) readable by the daemon.
+
+    The file lives until the end of the test session (pytest_sessionfinish).
+    """
     d = tmp_dir("ringmta-map-")
+    _MAP_DIRS.append(d)
     f = d / name
     f.write_text("".join(ln + "\n" for ln in lines))
     os.chmod(f, 0o644)
