@@ -1515,7 +1515,8 @@ static const struct conf_key conf_keys[] = {
 	  .max = 100 * MS_DAY, .def = "0", .values = DURATION_VALUES(
 		"0..100d; below maximal_queue_lifetime"),
 	  .doc = "Deferred this long, a message's sender gets a delay "
-		"notice (a DSN). 0: never." },
+		"notice (an RFC 3464 DSN, Action: delayed), once, at the first "
+		"retry after this time, unless NOTIFY says otherwise. 0: never." },
 	{ .name = "tls_cert_file", .kind = K_PATH, F(tls_cert_file),
 	  .is_later = true, .is_empty_ok = true, .def = "",
 	  .values = "a PEM file path, or empty; needs tls_key_file",

@@ -109,6 +109,7 @@ struct drcpt {
 	char *relay;                /* who answered (heap), NULL when nobody */
 	bool is_final;              /* delivered by LMTP: into the mailbox */
 	bool is_peer_dsn;           /* delivered to a peer that offered DSN */
+	bool is_delay_notice;       /* deferred past delay_warning_time: tell the sender */
 };
 
 /* struct dmsg - a message in flight. */
@@ -599,6 +600,8 @@ static int bounce(struct deliver *d, struct dmsg *m, enum dsn_kind kind)
 			continue;
 		if (kind == DSN_KIND_FAILURE && rc_->state != SPOOL_RCPT_FAILED)
 			continue;
+		if (kind == DSN_KIND_DELAY && !rc_->is_delay_notice)
+			continue;
 		/* RFC 3461 5.2.2: a success notice when the mail reached the
 		 * mailbox (LMTP), or a peer that cannot carry the request on */
 		if (kind == DSN_KIND_SUCCESS && (rc_->state != SPOOL_RCPT_DELIVERED ||
@@ -609,13 +612,18 @@ static int bounce(struct deliver *d, struct dmsg *m, enum dsn_kind kind)
 		dr[n].addr = rc_->addr;
 		dr[n].orcpt = rc_->orcpt;
 		dr[n].action = kind == DSN_KIND_FAILURE ? DSN_ACTION_FAILED
+			: kind == DSN_KIND_DELAY ? DSN_ACTION_DELAYED
 			: rc_->is_final ? DSN_ACTION_DELIVERED : DSN_ACTION_RELAYED;
 		dr[n].status = kind == DSN_KIND_SUCCESS ? (rc_->status[0] == '2' ? rc_->status : "2.0.0")
+			: kind == DSN_KIND_DELAY ? (rc_->status[0] == '4' ? rc_->status : "4.0.0")
 			: rc_->status[0] == '2' ? "5.0.0" : rc_->status;
+		if (kind == DSN_KIND_DELAY)
+			dr[n].retry_until_unix = (m->arrival_unix * 1000 + (int64_t)d->conf->
+						  maximal_queue_lifetime_ms) / 1000;
 		dr[n].remote_mta = rc_->relay;
-		dr[n].reply_code = kind == DSN_KIND_FAILURE ? rc_->code : 0;
+		dr[n].reply_code = kind != DSN_KIND_SUCCESS ? rc_->code : 0;
 		dr[n].reply_esc = rc_->code ? rc_->status : NULL;
-		dr[n].diag = kind == DSN_KIND_FAILURE ? rc_->diag : NULL;
+		dr[n].diag = kind != DSN_KIND_SUCCESS ? rc_->diag : NULL;
 		dr[n].diag_len = dr[n].diag ? strlen(dr[n].diag) : 0;
 		dr[n].last_attempt_unix = now_unix();
 		n++;
@@ -672,7 +680,8 @@ static int bounce(struct deliver *d, struct dmsg *m, enum dsn_kind kind)
 		bo->own.done = bounce_committed;
 		bo->d = d;
 		log_info("r%u q=%s deliver: %s q=%s to=sender nrcpt=%zu", d->r->id, m->id,
-			 kind == DSN_KIND_FAILURE ? "bounce" : "success-notice", spool_msg_id(bm), n);
+			 kind == DSN_KIND_FAILURE ? "bounce" : kind == DSN_KIND_DELAY ? "delay-notice"
+			 : "success-notice", spool_msg_id(bm), n);
 		rc = spool_msg_end(bm, &env, &bo->own, &err);
 		if (rc < 0)
 			free(bo);
@@ -704,6 +713,34 @@ static void msg_committed(struct spool_owner *o, const char *queue_id, int statu
  */
 static void verify_done(struct deliver *d, struct dmsg *m);
 
+/*
+ * delay_notice_due - is this deferral of r the first attempt made after
+ * delay_warning_time? The spool keeps no "warned" flag, so the previous
+ * attempt's time is estimated from this attempt's due time less the
+ * nominal retry step that scheduled it (the jitter makes it +-10 % of one
+ * step): the notice goes out once, at the first attempt past the mark
+ * (rarely twice, when the jitter straddles it). r->attempts already
+ * counts this attempt; r->next_attempt_unix is still its due time.
+ */
+static bool delay_notice_due(struct deliver *d, const struct dmsg *m, const struct drcpt *r,
+			     int64_t now_ms)
+{
+	const struct conf *c = d->conf;
+	int64_t mark, prev;
+
+	if (c->delay_warning_time_ms == 0 || !dsn_should_notify(m->sender, r->notify, DSN_KIND_DELAY))
+		return false;
+	mark = m->arrival_unix * 1000 + (int64_t)c->delay_warning_time_ms;
+	if (now_ms < mark)
+		return false;
+	if (r->attempts <= 1)
+		return true;    /* the first attempt is already past the mark */
+	prev = r->next_attempt_unix * 1000 -
+	       (int64_t)queue_retry_delay_ms(c->retry_schedule_ms, c->n_retry_schedule,
+					     r->attempts - 1, UINT32_C(0x80000000));
+	return prev < mark;
+}
+
 static void msg_finalize(struct deliver *d, struct dmsg *m)
 {
 	const struct conf *c = d->conf;
@@ -712,7 +749,7 @@ static void msg_finalize(struct deliver *d, struct dmsg *m)
 	int64_t now_ms_wall = now_unix() * 1000;
 	int64_t expiry_ms = queue_expiry_time(m->arrival_unix * 1000, c->maximal_queue_lifetime_ms);
 	size_t n_u = 0, n_left = 0;
-	bool any_failed = false, any_success_notice = false;
+	bool any_failed = false, any_success_notice = false, any_delay_notice = false;
 	int rc;
 
 	if (m->probe != NULL) {
@@ -763,6 +800,10 @@ static void msg_finalize(struct deliver *d, struct dmsg *m)
 		} else {
 			int64_t next = queue_next_attempt(c->retry_schedule_ms, c->n_retry_schedule,
 							  r->attempts, now_ms_wall, rand32(d));
+			if (delay_notice_due(d, m, r, now_ms_wall)) {
+				r->is_delay_notice = true;
+				any_delay_notice = true;
+			}
 			if (next > expiry_ms)
 				next = expiry_ms;
 			r->next_attempt_unix = (next + 999) / 1000;
@@ -789,6 +830,8 @@ static void msg_finalize(struct deliver *d, struct dmsg *m)
 	}
 	if (any_success_notice)
 		bounce(d, m, DSN_KIND_SUCCESS);   /* best effort: logged when it fails */
+	if (any_delay_notice)
+		bounce(d, m, DSN_KIND_DELAY);     /* best effort too */
 	if (n_u == 0) {
 		free(u);
 		msg_forget(d, m);
