@@ -156,3 +156,25 @@ def test_lifetime_expiry_bounces(routed):
     assert "r@example.test" in per[0].get("final-recipient", ""), f"got {per[0]}"
     assert email.message_from_bytes(bounces.txns[0].data)["Subject"], "bounce without Subject"
     assert hop.count() == 0
+
+
+def test_delay_warning_once(routed):
+    """delay_warning_time: one 'delayed' DSN (RFC 3464 2.3.3), then the mail
+    is still delivered when the next hop recovers; no failure bounce."""
+    d, hop, bounces = routed(hop={"rcpt": {"r@example.test": ["451 4.3.0 later"] * 4 +
+                                           ["250 2.1.5 ok"]}},
+                             retry_schedule="1s", delay_warning_time="2s")
+    send_mail(d, ["r@example.test"], token="delayed")
+    hop.wait_count(1, timeout=DELIVER_S)
+    wait_queue_empty(d, DELIVER_S)
+    st = statuses(deliver_log(d), "r@example.test")
+    assert st[-1] == "sent" and set(st[:-1]) == {"deferred"} and len(st) == 5, f"got {st}"
+    bounces.wait_count(1, timeout=DELIVER_S)
+    notices = bounces.delivered_to("s@sender.test")
+    assert len(notices) == 1, f"got {len(notices)} notices, want exactly one delay notice"
+    _, _, per = parse_dsn(notices[0].data)
+    assert per[0].get("action", "").lower() == "delayed", f"got {per[0]}"
+    assert per[0].get("status", "").startswith("4."), f"got {per[0]}"
+    assert per[0].get("will-retry-until"), f"got {per[0]}, want Will-Retry-Until"
+    assert "451" in per[0].get("diagnostic-code", ""), f"got {per[0]}"
+    assert notices[0].mail_from == "", "a delay notice goes out with the null sender"
