@@ -321,10 +321,10 @@ sink_start() {   # sink_start [N] : with N, it exits by itself once N messages a
 
 # --- ringmta ------------------------------------------------------------------
 ringmta_start() {   # ringmta_start accept|relay
-	local extra=()
-	[ "$1" = relay ] && extra=(-o "relayhost=[127.0.0.1]:$sink_port")
+	local extra=(-o delivery=no)     # accept-only: queue, never deliver
+	[ "$1" = relay ] && extra=(-o delivery=yes -o "relayhost=[127.0.0.1]:$sink_port")
 	rm -rf "$work/rm-spool"; mkdir -m 700 "$work/rm-spool"; chown "$user" "$work/rm-spool"
-	"$RINGMTA_BIN" -o "listen=127.0.0.1:${port[ringmta]}" -o "spool_dir=$work/rm-spool" -o delivery=no \
+	"$RINGMTA_BIN" -o "listen=127.0.0.1:${port[ringmta]}" -o "spool_dir=$work/rm-spool" \
 		-o durability=batch -o "user=$user" -o myhostname=ringmta-bench.test \
 		-o max_connections_per_ip=1000 "${extra[@]}" 2>>"$work/ringmta.log" &
 	pid[ringmta]=$!
@@ -512,7 +512,7 @@ run_one() {   # run_one REP SYSTEM NAME KIND SIZE REUSE SESSIONS N
 		local want got=0 last=-1 still=0 i=0
 		want=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["messages"]["ok"])' "$work/send.json" 2>/dev/null || echo 0)
 		while [ $i -lt 3000 ]; do
-			got=$(grep -o ' msgs=[0-9]*' "$work/sink.err" | tail -1 | cut -d= -f2)
+			got=$(grep -o ' msgs=[0-9]*' "$work/sink.err" | tail -1 | cut -d= -f2 || true)
 			got=${got:-0}
 			[ "$got" -ge "$want" ] && break
 			if [ "$got" = "$last" ]; then still=$((still + 1)); else still=0; last=$got; fi
