@@ -307,39 +307,13 @@ static char *fmt_bytes(char *buf, size_t cap, uint64_t n)
  */
 static const char *domain_why(const char *d, size_t len)
 {
-	size_t i, label = 0;
-	bool is_all_digits = true;
+	const char *why = len > CONF_DOMAIN_BYTES - 1 ? "domain name longer than 253 bytes"
+		: rm_domain_why(d, len);
 
-	if (len == 0)
-		return "empty domain name";
-	if (len > CONF_DOMAIN_BYTES - 1)
-		return "domain name longer than 253 bytes";
-	for (i = 0; i <= len; i++) {
-		char ch = i < len ? d[i] : '.';
-		if (ch == '.') {
-			if (label == 0)
-				return "empty label in domain name";
-			if (d[i - 1] == '-')
-				return "label ends with '-'";
-			if (i < len)
-				is_all_digits = true;
-			label = 0;
-			continue;
-		}
-		if (!(is_digit(ch) || (lower(ch) >= 'a' && lower(ch) <= 'z') ||
-		      ch == '-'))
-			return "invalid character in domain name";
-		if (ch == '-' && label == 0)
-			return "label starts with '-'";
-		if (!is_digit(ch))
-			is_all_digits = false;
-		if (++label > 63)
-			return "label longer than 63 bytes";
-	}
-	if (is_all_digits)
+	if (why == rm_domain_all_digits)
 		return "top-level label is all digits (write an IP address "
 		       "as a [literal] where allowed)";
-	return NULL;
+	return why;
 }
 
 /* ---- addresses --------------------------------------------------------- */

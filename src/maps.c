@@ -92,38 +92,7 @@ static bool has_prefix_nocase(const char *s, size_t len, const char *p)
  */
 static const char *domain_why(const char *d, size_t len)
 {
-	size_t i, label = 0;
-	bool is_all_digits = true;
-
-	if (len == 0)
-		return "empty domain name";
-	if (len > DOMAIN_MAX)
-		return "domain name longer than 253 bytes";
-	for (i = 0; i <= len; i++) {
-		char ch = i < len ? d[i] : '.';
-		if (ch == '.') {
-			if (label == 0)
-				return "empty label in domain name";
-			if (d[i - 1] == '-')
-				return "label ends with '-'";
-			if (i < len)
-				is_all_digits = true;
-			label = 0;
-			continue;
-		}
-		if (!(is_digit(ch) || (lower(ch) >= 'a' && lower(ch) <= 'z') ||
-		      ch == '-'))
-			return "invalid character in domain name";
-		if (ch == '-' && label == 0)
-			return "label starts with '-'";
-		if (!is_digit(ch))
-			is_all_digits = false;
-		if (++label > 63)
-			return "label longer than 63 bytes";
-	}
-	if (is_all_digits)
-		return "top-level label is all digits";
-	return NULL;
+	return len > DOMAIN_MAX ? "domain name longer than 253 bytes" : rm_domain_why(d, len);
 }
 
 /*

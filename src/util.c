@@ -119,3 +119,42 @@ char *rm_printable(char *out, size_t out_cap, const void *in, size_t in_len,
 	out[o] = '\0';
 	return out;
 }
+
+const char rm_domain_all_digits[] = "top-level label is all digits";
+
+const char *rm_domain_why(const char *d, size_t len)
+{
+	size_t i, label = 0;
+	bool is_all_digits = true;
+
+	if (len == 0)
+		return "empty domain name";
+	if (len > 253)
+		return "domain name longer than 253 bytes";
+	for (i = 0; i <= len; i++) {
+		char ch = i < len ? d[i] : '.';
+		bool is_dig = ch >= '0' && ch <= '9';
+		char lc = ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch;
+		if (ch == '.') {
+			if (label == 0)
+				return "empty label in domain name";
+			if (d[i - 1] == '-')
+				return "label ends with '-'";
+			if (i < len)
+				is_all_digits = true;
+			label = 0;
+			continue;
+		}
+		if (!(is_dig || (lc >= 'a' && lc <= 'z') || ch == '-'))
+			return "invalid character in domain name";
+		if (ch == '-' && label == 0)
+			return "label starts with '-'";
+		if (!is_dig)
+			is_all_digits = false;
+		if (++label > 63)
+			return "label longer than 63 bytes";
+	}
+	if (is_all_digits)
+		return rm_domain_all_digits;
+	return NULL;
+}

@@ -68,4 +68,16 @@ void rm_buf_consume(struct rm_buf *b, size_t n);
 char *rm_printable(char *out, size_t out_cap, const void *in, size_t in_len,
 		   size_t max_in);
 
+/* rm_domain_all_digits - rm_domain_why()'s reason for an all-digit top
+ * label (a bare IP address), so callers can add their own hint. */
+extern const char rm_domain_all_digits[];
+
+/*
+ * rm_domain_why - why d[0..len) is not a host name, or NULL when it is:
+ * LDH labels of 1..63 bytes, no hyphen at a label's ends, at most 253
+ * bytes, no trailing dot, a top label that is not all digits. Returns a
+ * constant reason ("empty label in domain name", rm_domain_all_digits...).
+ */
+const char *rm_domain_why(const char *d, size_t len);
+
 #endif
