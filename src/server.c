@@ -4,8 +4,9 @@
  *
  * Owns: the reactor's listening sockets, its session list (sessions free
  *       themselves; the list is how shutdown and the tick reach them), its
- *       spool shard, the one fsync in flight, its admin mailbox (drained
- *       in the wake hook by control.c).
+ *       spool shard, the one fsync in flight and the timer that paces
+ *       the next (group_commit_interval), its admin mailbox (drained in
+ *       the wake hook by control.c).
  * Must not: parse SMTP (smtp_server) or touch another reactor's state.
  * Interface: include/ringmta/server.h
  * Limits: connections via net_conn_acquire (max_connections,
@@ -73,6 +74,34 @@ static void on_accept(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 	}
 }
 
+/*
+ * sync_must_wait - group_commit_interval: true while the last fsync started
+ * less than the interval ago (a timer then ends the wait), so a busy
+ * shard makes fewer, larger flushes instead of one flush after another.
+ */
+static bool sync_must_wait(struct server *sv)
+{
+	struct io_uring_sqe *sqe;
+	int64_t wait;
+
+	if (!sv->is_durable || sv->sync_interval_ns == 0)
+		return false;
+	if (sv->is_sync_timer_armed)
+		return true;
+	if (!spool_shard_sync_wanted(sv->shard))
+		return false;
+	wait = sv->last_sync_ns + sv->sync_interval_ns - reactor_clock_ns();
+	if (wait <= 0)
+		return false;
+	sqe = reactor_sqe(&sv->r);
+	sv->sync_wait.tv_sec = wait / 1000000000;
+	sv->sync_wait.tv_nsec = wait % 1000000000;
+	io_uring_prep_timeout(sqe, &sv->sync_wait, 0, 0);
+	reactor_sqe_tag(sqe, sv->anchor, SERVER_OP_SYNC_TIMER);
+	sv->is_sync_timer_armed = true;
+	return true;
+}
+
 /* loop_end - start the fsync for everything completed since the last. */
 static void loop_end(struct reactor *r)
 {
@@ -81,7 +110,7 @@ static void loop_end(struct reactor *r)
 	int fd;
 
 	deliver_loop_end(sv->deliver);
-	while (!sv->is_fsync_inflight) {
+	while (!sv->is_fsync_inflight && !sync_must_wait(sv)) {
 		fd = spool_shard_sync_begin(sv->shard);
 		if (fd < 0)
 			return;
@@ -90,6 +119,7 @@ static void loop_end(struct reactor *r)
 			spool_shard_sync_end(sv->shard, 0, spool_owner_done, &err);
 			continue;
 		}
+		sv->last_sync_ns = reactor_clock_ns();
 		struct io_uring_sqe *sqe = reactor_sqe(r);
 		io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
 		reactor_sqe_tag(sqe, sv->anchor, SERVER_OP_FSYNC);
@@ -109,6 +139,14 @@ static void on_fsync(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 	spool_shard_sync_end(sv->shard, cqe->res, spool_owner_done, &err);
 	if (err.code < 0)
 		log_warn("r%u %s", r->id, err.msg);
+}
+
+/* on_sync_timer - commit_interval is over: loop_end starts the fsync. */
+static void on_sync_timer(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
+{
+	(void)obj;
+	(void)cqe;
+	server_of(r)->is_sync_timer_armed = false;
 }
 
 static void on_recv(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
@@ -166,6 +204,7 @@ static bool is_done(struct reactor *r)
 		if (sv->listeners[i].fd >= 0)
 			return false;   /* its accept's cancel has not completed */
 	return sv->n_sessions == 0 && !sv->is_fsync_inflight &&
+	       !sv->is_sync_timer_armed &&
 	       deliver_is_done(sv->deliver);
 }
 
@@ -276,8 +315,10 @@ int server_init(struct server *sv, unsigned id, const struct conf *conf,
 	reactor_on(&sv->r, SERVER_OP_RECV, on_recv);
 	reactor_on(&sv->r, SERVER_OP_SEND, on_send);
 	reactor_on(&sv->r, SERVER_OP_FSYNC, on_fsync);
+	reactor_on(&sv->r, SERVER_OP_SYNC_TIMER, on_sync_timer);
 	sv->conf = conf;
 	sv->is_durable = conf->durability == CONF_DURABILITY_BATCH;
+	sv->sync_interval_ns = (int64_t)conf->group_commit_interval_ms * 1000000;
 	sv->listeners = aligned_alloc(16, sizeof(*sv->listeners) * (n_listen ? n_listen : 1));
 	if (sv->listeners == NULL)
 		return rm_err_set(err, -ENOMEM, "server %u: out of memory", id);

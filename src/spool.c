@@ -1617,6 +1617,11 @@ static int index_put_batch(struct spool_shard *sh, struct spool_msg *head,
 
 /* ---- group commit ------------------------------------------------------------- */
 
+bool spool_shard_sync_wanted(const struct spool_shard *sh)
+{
+	return sh->sync == SYNC_NONE && sh->pending.head != NULL;
+}
+
 int spool_shard_sync_begin(struct spool_shard *sh)
 {
 	if (sh->sync != SYNC_NONE || sh->pending.head == NULL)

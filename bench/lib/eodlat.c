@@ -280,7 +280,8 @@ int main(int argc, char **argv)
 	while (n_lat + n_err < n_msgs) {
 		struct epoll_event evs[64];
 		int64_t t = now_ns(), due = t0 + (int64_t)((double)started * 1e9 / rate);
-		int timeout_ms = 0, n;
+		struct timespec timeout = { 10, 0 };
+		int n;
 
 		/* start every message that is due, on idle sessions */
 		while (started < n_msgs && now_ns() >= due) {
@@ -303,13 +304,18 @@ int main(int argc, char **argv)
 			started++;
 			due = t0 + (int64_t)((double)started * 1e9 / rate);
 		}
+		/*
+		 * Sleep until the next slot, to the nanosecond: a timeout in
+		 * whole milliseconds rounds the sub-millisecond gaps between
+		 * slots down to 0 and turns this loop into a busy poll that
+		 * takes a CPU from the server it measures.
+		 */
 		if (started < n_msgs) {
 			t = now_ns();
-			timeout_ms = due > t ? (int)((due - t) / 1000000) : 0;
-		} else {
-			timeout_ms = 10000;
+			timeout.tv_sec = due > t ? (due - t) / 1000000000 : 0;
+			timeout.tv_nsec = due > t ? (due - t) % 1000000000 : 0;
 		}
-		n = epoll_wait(ep, evs, 64, timeout_ms);
+		n = epoll_pwait2(ep, evs, 64, &timeout, NULL);
 		if (n < 0 && errno != EINTR) {
 			perror("eodlat: epoll_wait");
 			return 1;

@@ -35,7 +35,8 @@ enum server_op {
 	SERVER_OP_RECV,
 	SERVER_OP_SEND,
 	SERVER_OP_FSYNC,
-	/* 5..7 free; 8..11 belong to the delivery engine (deliver.c) */
+	SERVER_OP_SYNC_TIMER,
+	/* 6..7 free; 8..11 belong to the delivery engine (deliver.c) */
 	SERVER_OP_DELIVER_FIRST = 8,
 };
 
@@ -59,6 +60,10 @@ struct server {
 	struct deliver *deliver;        /* the outbound engine of this reactor */
 	bool is_fsync_inflight;
 	bool is_durable;                /* durability = batch */
+	bool is_sync_timer_armed;       /* waiting out group_commit_interval */
+	int64_t sync_interval_ns;       /* group_commit_interval */
+	int64_t last_sync_ns;           /* when the last fsync started */
+	struct __kernel_timespec sync_wait;
 	struct server_listener *listeners;
 	unsigned n_listeners;
 	struct session *sessions;       /* doubly linked list of open sessions */

@@ -457,6 +457,10 @@ void spool_msg_abort(struct spool_msg *m);
  */
 int spool_shard_sync_begin(struct spool_shard *sh);
 
+/* spool_shard_sync_wanted - whether spool_shard_sync_begin() would start a
+ * step now (a batch is pending and no step is in flight). */
+bool spool_shard_sync_wanted(const struct spool_shard *sh);
+
 /*
  * spool_shard_sync_end - the fdatasync of the last sync_begin() finished
  * with res (0 or -errno, as in a CQE). When that completed a batch, commit
