@@ -15,6 +15,9 @@
 #   3. memory per idle connection: RSS delta / N for N idle sessions
 #      (bench/lib/idle_rss.py); N = --idle for ringmta, and below Postfix's
 #      process limit for Postfix (one smtpd process per session).
+#   4. the ceiling of the tool: the same smtp-source runs into Postfix's
+#      smtp-sink (keeps nothing, no fsync), in the same alternation, so
+#      ratios near the tool's limit can be read as such.
 # Systems:
 #   ringmta  $RINGMTA_BIN (default <repo>/build/ringmta), fresh temp spool per
 #            run, durability=batch (a 250 means fsynced), reactors=auto.
@@ -23,6 +26,8 @@
 #            on a free loopback port, every message put on hold (accepted and
 #            fsynced, never delivered). A system Postfix on port 25 is not
 #            touched. Its queue is emptied between runs (not timed).
+#   smtp-sink  Postfix's smtp-sink on a free loopback port: throughput only
+#            (a count from its -c counter), not a system under test.
 # Env:     RINGMTA_BIN, BENCH_TMP (parent of the work dir, default /var/tmp),
 #          RINGMTA_BENCH_USER (user the daemon drops to; default ringmta or
 #          nobody).
@@ -65,6 +70,8 @@ if [ "$only" != postfix ]; then
 fi
 if [ "$only" != ringmta ]; then systems="$systems postfix"; fi
 systems=$(echo $systems)
+loaded=$systems     # what the throughput runs alternate over
+if [ -z "$only" ] && command -v smtp-sink >/dev/null; then loaded="$systems smtp-sink"; fi
 [ -n "$systems" ] || die "nothing to measure"
 
 work=$(mktemp -d "${BENCH_TMP:-/var/tmp}/ringmta-bench.XXXXXX")
@@ -72,7 +79,8 @@ chmod 755 "$work"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rm_port=$(free_port)
 pf_port=$(free_port)
-rm_pid=""
+sk_port=$(free_port)
+rm_pid="" sk_pid=""
 user=${RINGMTA_BENCH_USER:-}
 if [ -z "$user" ]; then
 	if id ringmta >/dev/null 2>&1; then user=ringmta; else user=nobody; fi
@@ -80,6 +88,7 @@ fi
 
 cleanup() {
 	rm_stop
+	sk_stop
 	"$here/lib/postfix_instance.sh" stop "$work/postfix" "$pf_port" || true
 	if [ "$keep" = 1 ]; then log "kept $work"; else rm -rf "$work"; fi
 }
@@ -115,6 +124,35 @@ rm_stop() {
 }
 rm_count() { "$RINGMTA_BIN" -o "spool_dir=$work/rm-spool" queue list | grep -c '^id=' || true; }
 
+# --- smtp-sink: the tool's ceiling ------------------------------------------
+sk_start() {
+	: >"$work/sink.out"
+	smtp-sink -c -u nobody -h sink.bench.test "127.0.0.1:$sk_port" 1024 >"$work/sink.out" 2>&1 &
+	sk_pid=$!
+	for _ in $(seq 100); do
+		if python3 - "$sk_port" <<'EOF' 2>/dev/null; then return 0; fi
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)
+s.settimeout(2)
+sys.exit(0 if s.recv(64).startswith(b"220") else 1)
+EOF
+		sleep 0.1
+	done
+	die "smtp-sink not ready on port $sk_port within 10 s"
+}
+sk_stop() {
+	if [ -n "$sk_pid" ] && kill -0 "$sk_pid" 2>/dev/null; then
+		kill -TERM "$sk_pid"
+		wait "$sk_pid" 2>/dev/null || true
+	fi
+	sk_pid=""
+}
+sk_count() {   # messages smtp-sink has received (its -c counter)
+	local c
+	c=$(tail -c 400 "$work/sink.out" 2>/dev/null | tr '\r' '\n' | grep -ao 'mesg=[0-9]*' | tail -1 | cut -d= -f2)
+	echo "${c:-0}"
+}
+
 # --- postfix --------------------------------------------------------------
 pf() { "$here/lib/postfix_instance.sh" "$1" "$work/postfix" "$pf_port"; }
 pf_count() { pf count; }
@@ -123,11 +161,12 @@ pf_count() { pf count; }
 prepare() {
 	case $1 in
 	ringmta) rm_stop; rm_start ;;
+	smtp-sink) sk_stop; sk_start ;;
 	postfix) pf clear; [ "$(pf_count)" = 0 ] || { pf stop; rm -rf "$work/postfix/queue"; pf start; } ;;
 	esac
 }
-port_of() { if [ "$1" = ringmta ]; then echo "$rm_port"; else echo "$pf_port"; fi; }
-count_of() { if [ "$1" = ringmta ]; then rm_count; else pf_count; fi; }
+port_of() { case $1 in ringmta) echo "$rm_port" ;; smtp-sink) echo "$sk_port" ;; *) echo "$pf_port" ;; esac; }
+count_of() { case $1 in ringmta) rm_count ;; smtp-sink) sleep 0.2; sk_count ;; *) pf_count ;; esac; }
 
 # run_load SYSTEM MODE - one timed smtp-source run; sets result (messages/s
 # or "fail"). Not for $(...): prepare starts daemons, which must belong to
@@ -174,7 +213,7 @@ log "load: smtp-source -s $sessions -m $msgs -l $size [-d]; reps=$reps; systems:
 
 # warm-up (not recorded): Postfix forks its smtpd/cleanup pool, ringmta
 # touches its buffers; the first timed run should not pay for that.
-for sys in $systems; do
+for sys in $loaded; do
 	prepare "$sys"
 	smtp-source -s "$sessions" -m $((msgs / 10 > 200 ? msgs / 10 : 200)) -l "$size" -d \
 		-f bench@test.invalid -t sink@example.com "127.0.0.1:$(port_of "$sys")" >/dev/null 2>&1 || true
@@ -182,8 +221,8 @@ done
 
 declare -A runs
 for rep in $(seq "$reps"); do
-	order=$systems
-	if [ $((rep % 2)) = 0 ]; then order=$(echo "$systems" | tr ' ' '\n' | tac | tr '\n' ' '); fi
+	order=$loaded
+	if [ $((rep % 2)) = 0 ]; then order=$(echo "$loaded" | tr ' ' '\n' | tac | tr '\n' ' '); fi
 	for mode in reuse noreuse; do
 		for sys in $order; do
 			run_load "$sys" "$mode"
@@ -194,7 +233,7 @@ for rep in $(seq "$reps"); do
 done
 
 declare -A med lat idlemem
-for sys in $systems; do
+for sys in $loaded; do
 	for mode in reuse noreuse; do
 		med[$sys.$mode]=$(median ${runs[$sys.$mode]})
 	done
@@ -242,11 +281,15 @@ echo "| system | mode | runs (msg/s) | median msg/s |"
 echo "|---|---|---|---|"
 for mode in reuse noreuse; do
 	label="reuse (-d)"; [ "$mode" = noreuse ] && label="new connection per message"
-	for sys in $systems; do
-		echo "| $sys | $label | $(echo ${runs[$sys.$mode]} | sed 's/ /, /g') | ${med[$sys.$mode]} |"
+	for sys in $loaded; do
+		name=$sys; [ "$sys" = smtp-sink ] && name="smtp-sink (tool ceiling)"
+		echo "| $name | $label | $(echo ${runs[$sys.$mode]} | sed 's/ /, /g') | ${med[$sys.$mode]} |"
 	done
 	if [ "$systems" = "ringmta postfix" ]; then
 		echo "| **ringmta / postfix** | $label | | **$(ratio "${med[ringmta.$mode]}" "${med[postfix.$mode]}")** |"
+	fi
+	if [ "$loaded" = "ringmta postfix smtp-sink" ]; then
+		echo "| smtp-sink / postfix (the most the tool can show) | $label | | $(ratio "${med[smtp-sink.$mode]}" "${med[postfix.$mode]}") |"
 	fi
 done
 echo
