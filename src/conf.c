@@ -1373,19 +1373,19 @@ static const struct conf_key conf_keys[] = {
 		"none: never fsync; a crash or power loss loses accepted "
 		"mail. none is a relaxed mode for benchmarks, never for "
 		"production." },
-	{ .name = "group_commit_interval", .kind = K_MS,
-	  F(group_commit_interval_ms), .min = 0, .max = MS_SEC, .def = "1ms",
-	  .values = DURATION_VALUES("0..1s"),
-	  .doc = "Least time between the starts of two fsyncs of one "
-		"reactor's spool shard (durability = batch). Messages that "
-		"end meanwhile wait for the next fsync, which they share: "
-		"up to this much more end-of-data latency, in exchange for "
-		"fewer and larger disk flushes. Virtual disks that are "
-		"flushed back to back stall the whole guest for milliseconds "
-		"at a time (measured on the development VM: 10-15 ms stalls "
-		"above about 3,000 flushes a second); 1ms keeps a reactor "
-		"under 1,000. 0: start each fsync as soon as the last one "
-		"ends." },
+	{ .name = "fsync_rate_limit", .kind = K_UINT, F(fsync_rate_limit),
+	  .min = 0, .max = 1000000, .def = "1500",
+	  .values = "0..1000000 (0 = no limit)",
+	  .doc = "Most group-commit fsyncs a second, over all reactors "
+		"(durability = batch). A reactor whose batch is ready waits "
+		"for the next free slot; the messages that end meanwhile share "
+		"its fsync. Some virtual disks stall the whole guest for "
+		"10-15 ms when flushed more often (measured on the "
+		"development VM above about 2,000 flushes a second), which no "
+		"latency goal survives; fewer, larger flushes avoid that at "
+		"the cost of up to 1/limit seconds of extra end-of-data "
+		"latency per reactor. 0: each reactor starts its next fsync "
+		"as soon as the last one ends (bare metal, NVMe)." },
 	{ .name = "spool_map_size", .kind = K_BYTES, F(spool_map_size),
 	  .min = MIB, .max = 16 * TIB, .def = "1G",
 	  .values = "a size, 1M..16T, with an optional k, M, G or T suffix",

@@ -5,8 +5,8 @@
  * Owns: the reactor's listening sockets, its session list (sessions free
  *       themselves; the list is how shutdown and the tick reach them), its
  *       spool shard, the one fsync in flight and the timer that paces
- *       the next (group_commit_interval), its admin mailbox (drained in
- *       the wake hook by control.c).
+ *       the next (fsync_rate_limit, shared by all reactors), its admin
+ *       mailbox (drained in the wake hook by control.c).
  * Must not: parse SMTP (smtp_server) or touch another reactor's state.
  * Interface: include/ringmta/server.h
  * Limits: connections via net_conn_acquire (max_connections,
@@ -19,6 +19,7 @@
 #include "ringmta/server.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -75,24 +76,51 @@ static void on_accept(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 }
 
 /*
- * sync_must_wait - group_commit_interval: true while the last fsync started
- * less than the interval ago (a timer then ends the wait), so a busy
- * shard makes fewer, larger flushes instead of one flush after another.
+ * next_sync_ns - fsync_rate_limit over the whole process: the earliest
+ * time the next fsync of any reactor may start. Each reactor reserves a
+ * slot (a start time, then moves this on by one spacing) and waits for
+ * it, so the disk sees at most fsync_rate_limit flushes a second however
+ * many reactors there are.
+ */
+static _Atomic int64_t next_sync_ns;
+
+/* sync_reserve - a start slot for this reactor's next fsync. */
+static int64_t sync_reserve(int64_t now, int64_t spacing)
+{
+	int64_t cur = atomic_load_explicit(&next_sync_ns, memory_order_relaxed);
+	int64_t slot;
+
+	do
+		slot = cur > now ? cur : now;
+	while (!atomic_compare_exchange_weak_explicit(&next_sync_ns, &cur, slot + spacing,
+						      memory_order_relaxed,
+						      memory_order_relaxed));
+	return slot;
+}
+
+/*
+ * sync_must_wait - true while this reactor's batch waits for its fsync
+ * slot (a timer ends the wait; loop_end then starts the fsync).
  */
 static bool sync_must_wait(struct server *sv)
 {
 	struct io_uring_sqe *sqe;
-	int64_t wait;
+	int64_t now, wait;
 
-	if (!sv->is_durable || sv->sync_interval_ns == 0)
+	if (!sv->is_durable || sv->sync_spacing_ns == 0)
 		return false;
 	if (sv->is_sync_timer_armed)
 		return true;
 	if (!spool_shard_sync_wanted(sv->shard))
 		return false;
-	wait = sv->last_sync_ns + sv->sync_interval_ns - reactor_clock_ns();
-	if (wait <= 0)
+	now = reactor_clock_ns();
+	if (sv->sync_slot_ns == 0)
+		sv->sync_slot_ns = sync_reserve(now, sv->sync_spacing_ns);
+	wait = sv->sync_slot_ns - now;
+	if (wait <= 0) {
+		sv->sync_slot_ns = 0;	/* used now */
 		return false;
+	}
 	sqe = reactor_sqe(&sv->r);
 	sv->sync_wait.tv_sec = wait / 1000000000;
 	sv->sync_wait.tv_nsec = wait % 1000000000;
@@ -119,7 +147,6 @@ static void loop_end(struct reactor *r)
 			spool_shard_sync_end(sv->shard, 0, spool_owner_done, &err);
 			continue;
 		}
-		sv->last_sync_ns = reactor_clock_ns();
 		struct io_uring_sqe *sqe = reactor_sqe(r);
 		io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
 		reactor_sqe_tag(sqe, sv->anchor, SERVER_OP_FSYNC);
@@ -141,7 +168,7 @@ static void on_fsync(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 		log_warn("r%u %s", r->id, err.msg);
 }
 
-/* on_sync_timer - commit_interval is over: loop_end starts the fsync. */
+/* on_sync_timer - the fsync slot has come: loop_end starts the fsync. */
 static void on_sync_timer(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 {
 	(void)obj;
@@ -318,7 +345,8 @@ int server_init(struct server *sv, unsigned id, const struct conf *conf,
 	reactor_on(&sv->r, SERVER_OP_SYNC_TIMER, on_sync_timer);
 	sv->conf = conf;
 	sv->is_durable = conf->durability == CONF_DURABILITY_BATCH;
-	sv->sync_interval_ns = (int64_t)conf->group_commit_interval_ms * 1000000;
+	sv->sync_spacing_ns = conf->fsync_rate_limit ?
+		1000000000 / (int64_t)conf->fsync_rate_limit : 0;
 	sv->listeners = aligned_alloc(16, sizeof(*sv->listeners) * (n_listen ? n_listen : 1));
 	if (sv->listeners == NULL)
 		return rm_err_set(err, -ENOMEM, "server %u: out of memory", id);

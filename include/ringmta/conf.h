@@ -174,7 +174,7 @@ struct conf {
 	char user[CONF_USER_BYTES];
 	enum conf_log log;
 	enum conf_durability durability;
-	uint64_t group_commit_interval_ms;  /* least time between two fsyncs */
+	unsigned fsync_rate_limit;     /* fsyncs/s over all shards; 0 = none */
 	uint64_t spool_map_size;       /* bytes */
 	uint64_t spool_segment_size;   /* bytes */
 	bool is_delivery;              /* delivery = yes */

@@ -60,9 +60,9 @@ struct server {
 	struct deliver *deliver;        /* the outbound engine of this reactor */
 	bool is_fsync_inflight;
 	bool is_durable;                /* durability = batch */
-	bool is_sync_timer_armed;       /* waiting out group_commit_interval */
-	int64_t sync_interval_ns;       /* group_commit_interval */
-	int64_t last_sync_ns;           /* when the last fsync started */
+	bool is_sync_timer_armed;       /* waiting for sync_slot_ns */
+	int64_t sync_spacing_ns;        /* 1 s / fsync_rate_limit, or 0 */
+	int64_t sync_slot_ns;           /* reserved fsync start, or 0 */
 	struct __kernel_timespec sync_wait;
 	struct server_listener *listeners;
 	unsigned n_listeners;
