@@ -281,6 +281,7 @@ struct deliver {
 	bool is_verify_starting;
 	unsigned rate_share;        /* this reactor's part of destination_rate_limit */
 	struct vcache_slot *vcache;
+	struct spool_fd_cache fd_cache;  /* segments open for body readers */
 };
 
 static void site_pump(struct deliver *d, struct site *st);
@@ -518,7 +519,7 @@ static int bounce_write(struct deliver *d, struct dmsg *m, enum dsn_kind kind,
 	if ((rc = dsn_init(&w, &dm)) < 0)
 		return rm_err_set(err, rc, "dsn: %s", dsn_strerror(rc));
 	if (dsn_original(&w) != DSN_ORIGINAL_NONE &&
-	    spool_reader_open(d->sv->spool, m->id, &rd, err) < 0) {
+	    spool_reader_open(d->sv->spool, m->id, &d->fd_cache, &rd, err) < 0) {
 		/* the original is unreadable: say so without it */
 		dm.has_original = false;
 		if ((rc = dsn_init(&w, &dm)) < 0)
@@ -1909,7 +1910,8 @@ static int conn_body(struct conn *c)
 	int rc;
 
 	if (c->rd == NULL) {
-		if ((rc = spool_reader_open(c->d->sv->spool, c->txn->m->id, &c->rd, &err)) < 0) {
+		if ((rc = spool_reader_open(c->d->sv->spool, c->txn->m->id, &c->d->fd_cache,
+					     &c->rd, &err)) < 0) {
 			log_warn("r%u q=%s deliver: %s", c->d->r->id, c->txn->m->id, err.msg);
 			return rc;
 		}
@@ -2311,6 +2313,9 @@ static void sweep(struct deliver *d)
 {
 	int64_t now = d->r->now_ms;
 
+	/* segments the spool swept stay on disk while a slot holds them */
+	spool_fd_cache_trim(&d->fd_cache);
+
 	for (size_t b = 0; b < DELIVER_HASH; b++) {
 		struct route **rp = &d->routes[b], *rt;
 		while ((rt = *rp) != NULL) {
@@ -2448,6 +2453,7 @@ int deliver_new(struct deliver **out, struct server *sv, struct rm_err *err)
 	d->lim.max_rcpt = d->conf->destination_recipient_limit < SMTP_CLIENT_RCPT_MAX
 		? d->conf->destination_recipient_limit : SMTP_CLIENT_RCPT_MAX;
 	d->lim.lenient_8bit = true;   /* as Postfix: send 8-bit to 7-bit peers as is */
+	spool_fd_cache_init(&d->fd_cache);
 	d->vcache = calloc(DELIVER_VCACHE_SLOTS, sizeof(*d->vcache));
 	if (d->vcache == NULL) {
 		free(d);
@@ -2499,6 +2505,8 @@ void deliver_free(struct deliver *d)
 		free(v);
 	}
 	dns_resolver_free(d->dns);
+	/* trim, not fini: at exit a reader may still hold a slot */
+	spool_fd_cache_trim(&d->fd_cache);
 	free(d->vcache);
 	free(d->fresh);
 	free(d);

@@ -2,10 +2,12 @@
  * log - key=value event lines on stderr or syslog.
  *
  * Owns: the choice of sink and the debug switch (process-wide, set once at
- *       start-up before the reactors run; read-only afterwards).
- * Must not: block the caller on anything but one write(2)/syslog(3).
+ *       start-up before the reactors run; read-only afterwards); each
+ *       buffering thread's line buffer (thread-local).
+ * Must not: block the caller on anything but write(2)/syslog(3).
  * Interface: include/ringmta/log.h
- * Limits: LOG_LINE_BYTES per line; longer lines are cut.
+ * Limits: LOG_LINE_BYTES per line; longer lines are cut; LOG_BUF_BYTES
+ *         buffered per thread.
  * Errors: none returned; a failed write is dropped (logging must never stop
  *         mail).
  */
@@ -19,6 +21,26 @@
 
 static bool log_use_syslog;
 static bool log_debug_on;
+
+/* tl_buf - this thread's buffered lines, when it asked for buffering. */
+static _Thread_local struct {
+	bool is_on;
+	size_t n;
+	char b[LOG_BUF_BYTES];
+} tl_buf;
+
+void log_buffer_begin(void)
+{
+	tl_buf.is_on = true;
+}
+
+void log_flush(void)
+{
+	if (tl_buf.n == 0)
+		return;
+	(void)!write(STDERR_FILENO, tl_buf.b, tl_buf.n);
+	tl_buf.n = 0;
+}
 
 void log_init(bool use_syslog, const char *ident)
 {
@@ -60,6 +82,13 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 		return;
 	}
 	line[n++] = '\n';
-	if (write(STDERR_FILENO, line, n) < 0)
+	if (tl_buf.is_on && lvl <= LOG_LVL_INFO) {
+		if (tl_buf.n + n > sizeof(tl_buf.b))
+			log_flush();
+		memcpy(tl_buf.b + tl_buf.n, line, n);
+		tl_buf.n += n;
 		return;
+	}
+	log_flush();	/* keep the order of this thread's lines */
+	(void)!write(STDERR_FILENO, line, n);
 }

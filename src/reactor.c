@@ -320,9 +320,11 @@ static void *reactor_main(void *arg)
 		return NULL;
 	}
 	r->now_ms = mono_ms();
+	log_buffer_begin();
 	arm_timer(r);
 	arm_wake(r);
 	if (r->hooks && r->hooks->start && r->hooks->start(r) < 0) {
+		log_flush();
 		r->exit_code = 1;
 		kill(getpid(), SIGTERM);
 		return NULL;
@@ -344,9 +346,11 @@ static void *reactor_main(void *arg)
 		io_uring_cq_advance(&r->ring, n);
 		if (r->hooks && r->hooks->loop_end)
 			r->hooks->loop_end(r);
+		log_flush();	/* before the ring waits */
 	}
 	if (r->hooks && r->hooks->finish)
 		r->hooks->finish(r);
+	log_flush();
 	if (r->exit_code != 0)
 		kill(getpid(), SIGTERM);   /* the main thread stops the rest */
 	return NULL;

@@ -2078,21 +2078,97 @@ int spool_read(struct spool *sp, const char *id,
 	return rc;
 }
 
+/* ---- the readers' segment cache ------------------------------------------------ */
+
+void spool_fd_cache_init(struct spool_fd_cache *c)
+{
+	memset(c, 0, sizeof(*c));
+	for (unsigned i = 0; i < SPOOL_FD_CACHE_SLOTS; i++)
+		c->slot[i].fd = -1;
+}
+
+void spool_fd_cache_trim(struct spool_fd_cache *c)
+{
+	for (unsigned i = 0; i < SPOOL_FD_CACHE_SLOTS; i++)
+		if (c->slot[i].fd >= 0 && c->slot[i].refs == 0) {
+			close(c->slot[i].fd);
+			c->slot[i].fd = -1;
+		}
+}
+
+void spool_fd_cache_fini(struct spool_fd_cache *c)
+{
+	for (unsigned i = 0; i < SPOOL_FD_CACHE_SLOTS; i++)
+		if (c->slot[i].refs != 0)
+			rm_panic("spool: fd cache slot %u closed while in use", i);
+	spool_fd_cache_trim(c);
+}
+
+/*
+ * fd_cache_get - a slot holding segment shard/seq with one more ref, or
+ * NULL when it is not cached and every slot is in use (or the open
+ * failed: then err is set and *rc < 0).
+ */
+static struct spool_fd_slot *fd_cache_get(struct spool *sp, struct spool_fd_cache *c,
+					  unsigned shard, uint64_t seq, int *rc,
+					  struct rm_err *err)
+{
+	struct spool_fd_slot *s, *victim = NULL;
+	uint32_t seed;
+	int fd;
+
+	*rc = 0;
+	for (unsigned i = 0; i < SPOOL_FD_CACHE_SLOTS; i++) {
+		s = &c->slot[i];
+		if (s->fd >= 0 && s->shard == shard && s->seq == seq) {
+			s->refs++;
+			s->used = ++c->tick;
+			return s;
+		}
+		/* the victim: an empty slot, else the least recently used
+		 * one that no reader holds */
+		if (s->refs != 0)
+			continue;
+		if (victim == NULL ||
+		    (victim->fd >= 0 && (s->fd < 0 || s->used < victim->used)))
+			victim = s;
+	}
+	if (victim == NULL)
+		return NULL;
+	if ((fd = seg_open_read(sp, shard, seq, &seed, err)) < 0) {
+		*rc = fd;
+		return NULL;
+	}
+	if (victim->fd >= 0)
+		close(victim->fd);
+	victim->fd = fd;
+	victim->shard = shard;
+	victim->seq = seq;
+	victim->seed = seed;
+	victim->refs = 1;
+	victim->used = ++c->tick;
+	return victim;
+}
+
+/* ---- readers ------------------------------------------------------------------- */
+
 struct spool_reader {
 	struct spool *sp;
+	struct spool_fd_cache *cache;
+	struct spool_fd_slot *slot;     /* the cached segment in use, or NULL */
 	char ids[SPOOL_ID_BYTES + 1];
 	uint64_t id;
 	struct msg_loc loc;
 	uint32_t i;             /* next extent */
-	int fd;
+	int fd;                 /* the segment in use: the slot's or our own */
 	uint64_t seq;
 	uint32_t seed, crc;
 	uint64_t size;
 	uint8_t *rec;
 };
 
-int spool_reader_open(struct spool *sp, const char *id, struct spool_reader **out,
-		      struct rm_err *err)
+int spool_reader_open(struct spool *sp, const char *id, struct spool_fd_cache *cache,
+		      struct spool_reader **out, struct rm_err *err)
 {
 	struct spool_reader *rd;
 	uint32_t max_len = 0;
@@ -2121,6 +2197,7 @@ int spool_reader_open(struct spool *sp, const char *id, struct spool_reader **ou
 		return rm_err_set(err, -ENOMEM, "spool: read %s: %s", id, strerror(ENOMEM));
 	}
 	rd->sp = sp;
+	rd->cache = cache;
 	memcpy(rd->ids, id, SPOOL_ID_BYTES);
 	rd->ids[SPOOL_ID_BYTES] = '\0';
 	rd->id = v;
@@ -2130,12 +2207,23 @@ int spool_reader_open(struct spool *sp, const char *id, struct spool_reader **ou
 	return 0;
 }
 
+/* reader_drop_fd - let go of the segment in use (the slot's, or close ours). */
+static void reader_drop_fd(struct spool_reader *rd)
+{
+	if (rd->slot != NULL)
+		rd->slot->refs--;
+	else if (rd->fd >= 0)
+		close(rd->fd);
+	rd->slot = NULL;
+	rd->fd = -1;
+}
+
 int spool_reader_next(struct spool_reader *rd, const uint8_t **p, size_t *len,
 		      struct rm_err *err)
 {
 	const uint8_t *ext;
 	uint32_t n;
-	int rc;
+	int rc = 0;
 
 	if (rd->i == rd->loc.n_extents) {
 		if (rd->size != rd->loc.size || rd->crc != rd->loc.crc)
@@ -2146,12 +2234,23 @@ int spool_reader_next(struct spool_reader *rd, const uint8_t **p, size_t *len,
 	ext = rd->loc.extents + (size_t)rd->i * EXTENT_BYTES;
 	n = get_le32(ext + 4);
 	if (get_le32(ext) != rd->seq) {
-		if (rd->fd >= 0)
-			close(rd->fd);
+		reader_drop_fd(rd);
 		rd->seq = get_le32(ext);
-		rd->fd = seg_open_read(rd->sp, id_shard(rd->id), rd->seq, &rd->seed, err);
-		if (rd->fd < 0)
+		if (rd->cache != NULL &&
+		    (rd->slot = fd_cache_get(rd->sp, rd->cache, id_shard(rd->id), rd->seq,
+					     &rc, err)) != NULL) {
+			rd->fd = rd->slot->fd;
+			rd->seed = rd->slot->seed;
+		} else if (rc < 0) {
+			rd->seq = UINT64_MAX;
+			return rc;
+		} else {
+			rd->fd = seg_open_read(rd->sp, id_shard(rd->id), rd->seq, &rd->seed, err);
+		}
+		if (rd->fd < 0) {
+			rd->seq = UINT64_MAX;
 			return rd->fd;
+		}
 	}
 	if ((rc = read_extent(rd->fd, rd->seed, ext, rd->id, rd->rec)) < 0)
 		return rm_err_set(err, rc, "spool: read %s: segment %03u/%010" PRIu64
@@ -2169,8 +2268,7 @@ void spool_reader_close(struct spool_reader *rd)
 {
 	if (rd == NULL)
 		return;
-	if (rd->fd >= 0)
-		close(rd->fd);
+	reader_drop_fd(rd);
 	free(rd->loc.extents);
 	free(rd->rec);
 	free(rd);

@@ -596,13 +596,47 @@ int spool_read(struct spool *sp, const char *id,
 struct spool_reader;
 
 /*
+ * struct spool_fd_cache - segments kept open for the readers of one
+ * thread, so that reading a fresh message costs one pread rather than an
+ * open, a header read, a pread and a close. A slot is shared by the
+ * readers that use it (refs) and closed only when no reader does: when a
+ * miss needs the slot (least recently used first), or by
+ * spool_fd_cache_trim(). When every slot is in use a reader opens the
+ * segment for itself. A cached segment may be unlinked by the sweep
+ * meanwhile; its disk space is freed when the slot is closed, so the
+ * owner trims the cache now and then.
+ */
+#define SPOOL_FD_CACHE_SLOTS 4
+struct spool_fd_cache {
+	struct spool_fd_slot {
+		int fd;                 /* -1: empty */
+		unsigned shard;
+		uint32_t seed;
+		uint64_t seq;
+		unsigned refs;
+		uint64_t used;          /* tick of the last use */
+	} slot[SPOOL_FD_CACHE_SLOTS];
+	uint64_t tick;
+};
+
+/* spool_fd_cache_init - an empty cache. */
+void spool_fd_cache_init(struct spool_fd_cache *c);
+/* spool_fd_cache_trim - close every slot no reader uses. */
+void spool_fd_cache_trim(struct spool_fd_cache *c);
+/* spool_fd_cache_fini - close every slot; no reader may use c any more
+ * (a slot still in use is our bug: panic). */
+void spool_fd_cache_fini(struct spool_fd_cache *c);
+
+/*
  * spool_reader_open - start reading message id. *out belongs to the
  * caller until spool_reader_close(). Its buffer is the size of the
- * message's largest chunk (at most SPOOL_CHUNK_BYTES). Returns 0, -EINVAL,
- * -ENOENT, -ENOMEM, SPOOL_ECORRUPT, SPOOL_EINDEX.
+ * message's largest chunk (at most SPOOL_CHUNK_BYTES). cache (may be
+ * NULL: the reader opens and closes its segments itself) must outlive the
+ * reader and belong to the calling thread. Returns 0, -EINVAL, -ENOENT,
+ * -ENOMEM, SPOOL_ECORRUPT, SPOOL_EINDEX.
  */
-int spool_reader_open(struct spool *sp, const char *id, struct spool_reader **out,
-		      struct rm_err *err);
+int spool_reader_open(struct spool *sp, const char *id, struct spool_fd_cache *cache,
+		      struct spool_reader **out, struct rm_err *err);
 
 /*
  * spool_reader_next - the next piece: 1 with *p and *len set (valid until the

@@ -1981,6 +1981,116 @@ static void test_threads(void)
 	spool_close(sp);
 }
 
+/* reader_step - one spool_reader_next into the sink; the result. */
+static int reader_step(struct spool_reader *rd, struct sink *s)
+{
+	struct rm_err err = { 0, "" };
+	const uint8_t *p;
+	size_t len;
+	int rc = spool_reader_next(rd, &p, &len, &err);
+
+	if (rc == 1)
+		on_bytes(s, p, len);
+	return rc;
+}
+
+static int cache_fds(const struct spool_fd_cache *c)
+{
+	int n = 0;
+	for (unsigned i = 0; i < SPOOL_FD_CACHE_SLOTS; i++)
+		n += c->slot[i].fd >= 0;
+	return n;
+}
+
+/* test_reader_cache - readers sharing a thread's segment cache. */
+static void test_reader_cache(void)
+{
+	const char *dir = new_dir("reader_cache");
+	struct spool_opts o = opts(dir);
+	struct spool *sp;
+	struct spool_shard *sh;
+	struct spool_fd_cache c;
+	struct spool_reader *rd[10];
+	struct sink out[10];
+	struct ack a[10];
+	struct rm_err err = { 0, "" };
+	bool done[10] = { false };
+	int n_done = 0, rc;
+
+	o.segment_bytes = 8192;	/* about one message per segment */
+	sp = open_or_die(&o);
+	sh = shard_or_die(sp, 0);
+	for (unsigned i = 0; i < 10; i++)
+		T_EQ_INT(put(sh, 6000 + 100 * i, 200 + i, 1000, &a[i], true), 0);
+	spool_fd_cache_init(&c);
+	T_CASE("reader_cache_more_readers_than_slots");
+	/* ten readers at once, each on its own segment(s), one piece each in
+	 * turn: slots run out, the rest open their own fds */
+	for (unsigned i = 0; i < 10; i++) {
+		memset(&out[i], 0, sizeof(out[i]));
+		T_EQ_INT(spool_reader_open(sp, a[i].id, &c, &rd[i], &err), 0);
+	}
+	while (n_done < 10) {
+		for (unsigned i = 0; i < 10; i++) {
+			if (done[i])
+				continue;
+			rc = reader_step(rd[i], &out[i]);
+			T_CHECK(rc >= 0, "reader %u: got %d (%s)", i, rc, err.msg);
+			if (rc <= 0) {
+				done[i] = true;
+				n_done++;
+			}
+		}
+		T_CHECK(cache_fds(&c) <= SPOOL_FD_CACHE_SLOTS, "cached fds: %d", cache_fds(&c));
+	}
+	for (unsigned i = 0; i < 10; i++) {
+		uint8_t *want = malloc(6000 + 100 * i);
+		fill(want, 6000 + 100 * i, 200 + i);
+		T_CHECK(out[i].len == 6000 + 100 * i && memcmp(out[i].p, want, out[i].len) == 0,
+			"reader %u: content differs (%zu bytes)", i, out[i].len);
+		free(want);
+		free(out[i].p);
+		spool_reader_close(rd[i]);
+	}
+	for (unsigned i = 0; i < SPOOL_FD_CACHE_SLOTS; i++)
+		T_EQ_INT((int)c.slot[i].refs, 0);
+	T_CHECK(cache_fds(&c) == SPOOL_FD_CACHE_SLOTS, "cached fds: %d, want %d",
+		cache_fds(&c), SPOOL_FD_CACHE_SLOTS);
+	T_CASE("reader_cache_hit_reuses_the_fd");
+	/* a message read a second time finds its segments cached: the
+	 * second read opens and closes nothing */
+	int before[SPOOL_FD_CACHE_SLOTS];
+	for (int pass = 0; pass < 2; pass++) {
+		struct sink again = { NULL, 0, 0, 0 };
+		T_EQ_INT(spool_reader_open(sp, a[9].id, &c, &rd[0], &err), 0);
+		while ((rc = reader_step(rd[0], &again)) == 1)
+			;
+		T_EQ_INT(rc, 0);
+		T_CHECK(again.len == 6900, "again: %zu bytes", again.len);
+		spool_reader_close(rd[0]);
+		free(again.p);
+		for (unsigned i = 0; i < SPOOL_FD_CACHE_SLOTS; i++)
+			if (pass == 0)
+				before[i] = c.slot[i].fd;
+			else
+				T_EQ_INT(c.slot[i].fd, before[i]);
+	}
+	T_CASE("reader_cache_trim_and_no_cache");
+	spool_fd_cache_trim(&c);
+	T_EQ_INT(cache_fds(&c), 0);
+	struct sink own = { NULL, 0, 0, 0 };
+	T_EQ_INT(spool_reader_open(sp, a[3].id, NULL, &rd[0], &err), 0);
+	while ((rc = reader_step(rd[0], &own)) == 1)
+		;
+	T_EQ_INT(rc, 0);
+	T_CHECK(own.len == 6300, "own: %zu bytes", own.len);
+	spool_reader_close(rd[0]);
+	free(own.p);
+	spool_fd_cache_fini(&c);
+	spool_shard_close(sh);
+	spool_close(sp);
+}
+
 int main(void)
 {
 	const char *tmp = getenv("TMPDIR");
@@ -2012,6 +2122,7 @@ int main(void)
 	test_ownership();
 	test_sweep();
 	test_stale_reader();
+	test_reader_cache();
 	test_threads();
 	if (t_failed == 0) {
 		char cmd[300];
