@@ -19,6 +19,8 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include "ringmta/util.h"
+
 static bool log_use_syslog;
 static bool log_debug_on;
 
@@ -45,6 +47,7 @@ void log_flush(void)
 void log_init(bool use_syslog, const char *ident)
 {
 	log_use_syslog = use_syslog;
+	rm_panic_hook = log_flush;	/* a panic keeps the lines before it */
 	if (use_syslog)
 		openlog(ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
 }

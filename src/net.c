@@ -15,6 +15,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -36,8 +37,11 @@ int net_listen(const struct sockaddr *sa, socklen_t len, int backlog,
 	if (fd < 0)
 		return rm_err_set(err, -errno, "net: socket for %s:%d: %s", a, port,
 				  strerror(errno));
+	/* TCP_NODELAY here: accepted sockets inherit it, one setsockopt per
+	 * listener instead of one per connection. */
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
 	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
 	    (sa->sa_family == AF_INET6 &&
 	     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only)) < 0))
 		goto fail;

@@ -34,7 +34,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -684,10 +683,9 @@ void session_accept(struct server *r, int fd, const struct sockaddr *peer,
 		close(fd);
 		return;
 	}
-	/* Replies are small and already batched per pipelined group (RFC
-	 * 2920): Nagle would only hold them back behind the peer's delayed
-	 * ACK, adding up to 40 ms per round trip. */
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
+	/* TCP_NODELAY comes from the listener (net_listen): replies are
+	 * small and already batched per pipelined group (RFC 2920), and
+	 * Nagle would hold them back behind the peer's delayed ACK. */
 	memset(s, 0, offsetof(struct session, srv));
 	s->owner.done = session_commit_done;
 	s->sv = r;

@@ -28,10 +28,14 @@ int rm_err_set(struct rm_err *err, int code, const char *fmt, ...)
 	return code;
 }
 
+void (*rm_panic_hook)(void);
+
 void rm_panic_at(const char *file, int line, const char *fmt, ...)
 {
 	va_list ap;
 
+	if (rm_panic_hook != NULL)
+		rm_panic_hook();
 	fprintf(stderr, "panic: %s:%d: ", file, line);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);

@@ -15,7 +15,8 @@
 #define NET_ADDR_STR_BYTES 64
 
 /*
- * net_listen - a non-blocking TCP listening socket on sa with SO_REUSEADDR,
+ * net_listen - a non-blocking TCP listening socket on sa with TCP_NODELAY
+ * (inherited by accepted sockets), SO_REUSEADDR,
  * SO_REUSEPORT (one socket per reactor: the kernel spreads connections) and
  * the given backlog. IPv6 sockets are IPV6_V6ONLY unless dual_stack (the
  * "*" listener: IPv4 clients then arrive as ::ffff:a.b.c.d). Returns the fd, or a

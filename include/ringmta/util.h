@@ -34,6 +34,9 @@ int rm_err_set(struct rm_err *err, int code, const char *fmt, ...)
  * Never call for anything a peer, the disk or the network can cause.
  */
 #define rm_panic(...) rm_panic_at(__FILE__, __LINE__, __VA_ARGS__)
+/* rm_panic_hook - run first by rm_panic (NULL: nothing), e.g. to write
+ * the calling thread's buffered log lines before the last words. */
+extern void (*rm_panic_hook)(void);
 void rm_panic_at(const char *file, int line, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4), noreturn));
 
