@@ -93,6 +93,30 @@ cleanup() {
 	if [ "$keep" = 1 ]; then log "kept $work"; else rm -rf "$work"; fi
 }
 
+# wait_ready NAME PORT PID LOG - wait up to 10 s for a 220 banner on PORT;
+# die if PID exits first (LOG's tail says why) or nothing answers.
+wait_ready() {
+	local name=$1 port=$2 pid=$3 logf=$4
+	for _ in $(seq 100); do
+		if python3 - "$port" <<'EOF' 2>/dev/null; then return 0; fi
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)
+s.settimeout(2)
+sys.exit(0 if s.recv(64).startswith(b"220") else 1)
+EOF
+		kill -0 "$pid" 2>/dev/null || die "$name exited at start-up: $(tail -5 "$logf")"
+		sleep 0.1
+	done
+	die "$name not ready on port $port within 10 s"
+}
+# stop_pid PID - SIGTERM and reap PID if it is still running.
+stop_pid() {
+	if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
+		kill -TERM "$1"
+		wait "$1" 2>/dev/null || true
+	fi
+}
+
 # --- ringmta --------------------------------------------------------------
 rm_start() {
 	rm -rf "$work/rm-spool"
@@ -103,25 +127,9 @@ rm_start() {
 		-o "max_connections=$((idle + 500))" -o "max_connections_per_ip=$((idle + 500))" \
 		</dev/null >>"$work/ringmta.log" 2>&1 &
 	rm_pid=$!
-	for _ in $(seq 100); do
-		if python3 - "$rm_port" <<'EOF' 2>/dev/null; then return 0; fi
-import socket, sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)
-s.settimeout(2)
-sys.exit(0 if s.recv(64).startswith(b"220") else 1)
-EOF
-		kill -0 "$rm_pid" 2>/dev/null || die "ringmta exited at start-up: $(tail -5 "$work/ringmta.log")"
-		sleep 0.1
-	done
-	die "ringmta not ready on port $rm_port within 10 s"
+	wait_ready ringmta "$rm_port" "$rm_pid" "$work/ringmta.log"
 }
-rm_stop() {
-	if [ -n "$rm_pid" ] && kill -0 "$rm_pid" 2>/dev/null; then
-		kill -TERM "$rm_pid"
-		wait "$rm_pid" 2>/dev/null || true
-	fi
-	rm_pid=""
-}
+rm_stop() { stop_pid "$rm_pid"; rm_pid=""; }
 rm_count() { "$RINGMTA_BIN" -o "spool_dir=$work/rm-spool" queue list | grep -c '^id=' || true; }
 
 # --- smtp-sink: the tool's ceiling ------------------------------------------
@@ -129,24 +137,9 @@ sk_start() {
 	: >"$work/sink.out"
 	smtp-sink -c -u nobody -h sink.bench.test "127.0.0.1:$sk_port" 1024 >"$work/sink.out" 2>&1 &
 	sk_pid=$!
-	for _ in $(seq 100); do
-		if python3 - "$sk_port" <<'EOF' 2>/dev/null; then return 0; fi
-import socket, sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)
-s.settimeout(2)
-sys.exit(0 if s.recv(64).startswith(b"220") else 1)
-EOF
-		sleep 0.1
-	done
-	die "smtp-sink not ready on port $sk_port within 10 s"
+	wait_ready smtp-sink "$sk_port" "$sk_pid" "$work/sink.out"
 }
-sk_stop() {
-	if [ -n "$sk_pid" ] && kill -0 "$sk_pid" 2>/dev/null; then
-		kill -TERM "$sk_pid"
-		wait "$sk_pid" 2>/dev/null || true
-	fi
-	sk_pid=""
-}
+sk_stop() { stop_pid "$sk_pid"; sk_pid=""; }
 sk_count() {   # messages smtp-sink has received (its -c counter)
 	local c
 	c=$(tail -c 400 "$work/sink.out" 2>/dev/null | tr '\r' '\n' | grep -ao 'mesg=[0-9]*' | tail -1 | cut -d= -f2)
