@@ -153,8 +153,13 @@ static void remove_one(struct spool_shard *sh, unsigned k)
 		if (((e->id >> 24) & 0xff) != k || e->removal != 0)
 			continue;
 		snprintf(id, sizeof(id), "%016" PRIx64, e->id);
-		if (spool_shard_done(sh, id, &e->tag[1], &err) == 0)
-			e->removal = 1;
+		/* published first, as n_ended is: spool_shard_done() writes the
+		 * DONE record before it returns, and a kill between the two
+		 * would leave a removal the rebuild applies but the check
+		 * counts as never asked for (a false LOST) */
+		e->removal = 1;
+		if (spool_shard_done(sh, id, &e->tag[1], &err) != 0)
+			e->removal = 0;
 		return;
 	}
 }
