@@ -154,7 +154,6 @@ void reactor_fail(struct reactor *r);
 
 /* reactor_sqe - a submission entry; never NULL (submits when the SQ is full). */
 struct io_uring_sqe *reactor_sqe(struct reactor *r);
-/* reactor_tag - the user_data of obj|op (for cancels). */
 /* reactor_clock_ns - CLOCK_MONOTONIC now, in ns (r->now_ms is per loop). */
 static inline int64_t reactor_clock_ns(void)
 {
@@ -164,6 +163,7 @@ static inline int64_t reactor_clock_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* reactor_tag - the user_data of obj|op (for cancels). */
 static inline uint64_t reactor_tag(const void *obj, unsigned op)
 {
 	return (uint64_t)(uintptr_t)obj | op;
