@@ -299,9 +299,17 @@ const char *conf_rcpt_policy_name(enum conf_rcpt_policy p);
 
 /*
  * conf_reactor_count - the number of reactors to start: reactors, or for
- * auto the number of online CPUs (sysconf), clamped to 1..256.
+ * auto the CPUs this process may run on (its affinity mask: taskset, a
+ * cpuset), capped by a cgroup v2 CPU quota (cpu.max, rounded up),
+ * clamped to 1..256.
  */
 unsigned conf_reactor_count(const struct conf *c);
+
+/*
+ * conf_cpu_quota_parse - whole CPUs (rounded up, at most 256) in a cgroup
+ * v2 cpu.max line ("QUOTA PERIOD"); 0 for "max PERIOD" or anything else.
+ */
+unsigned conf_cpu_quota_parse(const char *cpu_max);
 
 /* conf_role_name - "mx", "submission" or "smtps". */
 const char *conf_role_name(enum conf_listen_role role);

@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1053,7 +1054,33 @@ static void test_reactor_count(void)
 	parse(&c, "reactors = auto", &err);
 	T_CHECK(conf_reactor_count(&c) >= 1 && conf_reactor_count(&c) <= 256,
 		"got %u, want 1..256", conf_reactor_count(&c));
+	T_CASE("reactors = auto follows the affinity mask (taskset)");
+	{
+		cpu_set_t old_set, one;
+		int cpu = sched_getcpu();
+
+		T_CHECK(sched_getaffinity(0, sizeof(old_set), &old_set) == 0, "getaffinity");
+		CPU_ZERO(&one);
+		CPU_SET(cpu < 0 ? 0 : cpu, &one);
+		T_CHECK(sched_setaffinity(0, sizeof(one), &one) == 0, "setaffinity");
+		T_EQ_INT(conf_reactor_count(&c), 1);
+		T_CHECK(sched_setaffinity(0, sizeof(old_set), &old_set) == 0, "restore");
+		/* at most the mask: a cgroup quota may cap it further */
+		T_CHECK(conf_reactor_count(&c) <= (unsigned)CPU_COUNT(&old_set),
+			"got %u, mask has %d", conf_reactor_count(&c), CPU_COUNT(&old_set));
+	}
 	conf_fini(&c);
+	T_CASE("cgroup v2 cpu.max");
+	T_EQ_INT(conf_cpu_quota_parse("max 100000\n"), 0);
+	T_EQ_INT(conf_cpu_quota_parse("200000 100000\n"), 2);
+	T_EQ_INT(conf_cpu_quota_parse("150000 100000"), 2);
+	T_EQ_INT(conf_cpu_quota_parse("50000 100000\n"), 1);
+	T_EQ_INT(conf_cpu_quota_parse("100000000 1000"), 256);
+	T_EQ_INT(conf_cpu_quota_parse("0 100000"), 0);
+	T_EQ_INT(conf_cpu_quota_parse("100000 0"), 0);
+	T_EQ_INT(conf_cpu_quota_parse(""), 0);
+	T_EQ_INT(conf_cpu_quota_parse("abc"), 0);
+	T_EQ_INT(conf_cpu_quota_parse("100000 100000 junk"), 0);
 	T_CASE("role names");
 	T_EQ_STR(conf_role_name(CONF_ROLE_MX), "mx");
 	T_EQ_STR(conf_role_name(CONF_ROLE_SUBMISSION), "submission");
