@@ -3,7 +3,7 @@
 #
 # Usage: bench/inbound.sh [--quick] [--reps N] [--msgs N] [--sessions N]
 #                         [--size BYTES] [--idle N] [--only ringmta|postfix]
-#                         [--keep]
+#                         [--reactors N|auto] [--keep]
 #
 # What it measures (see bench/README.md, "Inbound benchmark"):
 #   1. throughput: smtp-source -s SESSIONS -m MSGS -l SIZE, with connection
@@ -20,7 +20,9 @@
 #      ratios near the tool's limit can be read as such.
 # Systems:
 #   ringmta  $RINGMTA_BIN (default <repo>/build/ringmta), fresh temp spool per
-#            run, durability=batch (a 250 means fsynced), reactors=auto.
+#            run, durability=batch (a 250 means fsynced), reactors=auto
+#            (--reactors N: N reactor threads; on 2 CPUs that also run
+#            smtp-source, 1 is faster, see bench/README.md).
 #   postfix  the Debian package, as its own instance under $WORK/postfix
 #            (bench/lib/postfix_instance.sh): own config/queue dirs, listener
 #            on a free loopback port, every message put on hold (accepted and
@@ -39,7 +41,7 @@ repo=$(cd "$here/.." && pwd)
 RINGMTA_BIN=${RINGMTA_BIN:-$repo/build/ringmta}
 PATH=$PATH:/usr/sbin:/sbin
 
-reps=3 msgs=20000 sessions=20 size=1024 idle=5000 only="" keep=0 quick=0
+reps=3 msgs=20000 sessions=20 size=1024 idle=5000 only="" keep=0 quick=0 reactors=auto
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) quick=1; reps=1; msgs=2000; idle=500 ;;
@@ -49,6 +51,7 @@ while [ $# -gt 0 ]; do
 	--size) size=$2; shift ;;
 	--idle) idle=$2; shift ;;
 	--only) only=$2; shift ;;
+	--reactors) reactors=$2; shift ;;
 	--keep) keep=1 ;;
 	-h|--help) sed -n '2,/^set -euo/p' "$0" | sed 's/^# \{0,1\}//;$d'; exit 0 ;;
 	*) echo "inbound.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
@@ -123,7 +126,7 @@ rm_start() {
 	mkdir -m 700 "$work/rm-spool"
 	chown "$user" "$work/rm-spool"
 	"$RINGMTA_BIN" -o "listen=127.0.0.1:$rm_port" -o "spool_dir=$work/rm-spool" -o delivery=no \
-		-o durability=batch -o "user=$user" \
+		-o durability=batch -o "user=$user" -o "reactors=$reactors" \
 		-o "max_connections=$((idle + 500))" -o "max_connections_per_ip=$((idle + 500))" \
 		</dev/null >>"$work/ringmta.log" 2>&1 &
 	rm_pid=$!
@@ -268,7 +271,7 @@ done
 # --- report -------------------------------------------------------------------
 log "done $(date -u +%FT%TZ) loadavg=$(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews absolute numbers)"
 echo
-echo "### Inbound accepts-only benchmark ($(date -u +%F), $(nproc) CPUs, smtp-source -s $sessions -m $msgs -l $size)"
+echo "### Inbound accepts-only benchmark ($(date -u +%F), $(nproc) CPUs, smtp-source -s $sessions -m $msgs -l $size, ringmta reactors=$reactors)"
 echo
 echo "| system | mode | runs (msg/s) | median msg/s |"
 echo "|---|---|---|---|"

@@ -2,14 +2,14 @@
 # relay.sh - end-to-end relay throughput: smtp-source -> relay -> next hop, ringmta vs Postfix vs the wire.
 #
 # Usage: sudo bench/relay.sh [--quick] [--reps N] [--systems "physical postfix ringmta"]
-#                            [--scenarios REGEX] [--messages N] [--keep]
+#                            [--scenarios REGEX] [--messages N] [--reactors N|auto] [--keep]
 #
 # Owns:     one work dir under $BENCH_TMP (default /var/tmp) and in it, per
 #           run, a fresh next hop and a fresh relay, each on its own
 #           127.0.0.1 port: Postfix's smtp-sink (-c counters), or a private
 #           Dovecot (dovecot -F -c, LMTP on a unix socket, Maildirs under
 #           the work dir); ringmta ($RINGMTA_BIN, delivery=yes, durability
-#           batch, its own spool); Postfix (bench/lib/postfix_instance.sh,
+#           batch, its own spool, reactors=auto or --reactors N); Postfix (bench/lib/postfix_instance.sh,
 #           then the relay settings bench/compare.sh uses).
 # Must not: touch /etc/postfix, /etc/dovecot, /var/spool/postfix, port 25,
 #           a running system MTA; send anything off 127.0.0.1.
@@ -48,7 +48,7 @@ repo=$(cd "$here/.." && pwd)
 RINGMTA_BIN=${RINGMTA_BIN:-$repo/build/ringmta}
 PATH=$PATH:/usr/sbin:/sbin
 
-quick=0 reps=3 systems="physical postfix ringmta" scen_re="." msgs="" keep=0
+quick=0 reps=3 systems="physical postfix ringmta" scen_re="." msgs="" keep=0 reactors=auto
 usage() { sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -57,6 +57,7 @@ while [ $# -gt 0 ]; do
 	--systems) systems=${2:?}; shift ;;
 	--scenarios) scen_re=${2:?}; shift ;;
 	--messages) msgs=${2:?}; shift ;;
+	--reactors) reactors=${2:?}; shift ;;
 	--keep) keep=1 ;;
 	-h|--help) usage 0 ;;
 	*) usage ;;
@@ -226,7 +227,7 @@ ringmta_start() {   # ringmta_start smtp|lmtp
 	# dns_servers: a closed loopback port; bracketed and mapped routes need no DNS
 	"$RINGMTA_BIN" -o "listen=127.0.0.1:$rm_port" -o "spool_dir=$work/rm-spool" \
 		-o delivery=yes -o durability=batch -o "user=$user" -o myhostname=ringmta-bench.test \
-		-o max_connections_per_ip=1000 -o "dns_servers=127.0.0.1:9" "${route[@]}" \
+		-o max_connections_per_ip=1000 -o "dns_servers=127.0.0.1:9" -o "reactors=$reactors" "${route[@]}" \
 		2>>"$work/ringmta.log" &
 	rm_pid=$!
 	wait_banner "$rm_port" 10 || die "ringmta did not start: $(tail -3 "$work/ringmta.log")"
@@ -332,7 +333,7 @@ print(f"run {rec['rep']} {sysname:9} {name:22} {rec['msgs_per_s']:>9} msg/s {rec
 EOF
 }
 
-log "relay bench: $(date -u +%FT%TZ) host=$(hostname) cpus=$(nproc) kernel=$(uname -r) load=$(cut -d' ' -f1-3 /proc/loadavg)"
+log "relay bench: $(date -u +%FT%TZ) host=$(hostname) cpus=$(nproc) kernel=$(uname -r) ringmta_reactors=$reactors load=$(cut -d' ' -f1-3 /proc/loadavg)"
 log "systems: $systems; reps=$reps quick=$quick; ringmta $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?'), postfix $(postconf -h mail_version 2>/dev/null), dovecot $(dovecot --version 2>/dev/null | cut -d' ' -f1)"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 order=($systems)
@@ -350,9 +351,9 @@ for rep in $(seq "$reps"); do
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
-"$PY" - "$runs" "$systems" "$reps" "$quick" "$load_before" "$load_after" <<'EOF'
+"$PY" - "$runs" "$systems" "$reps" "$quick" "$load_before" "$load_after" "$reactors" <<'EOF'
 import json, statistics, sys
-runs, systems, reps, quick, lb, la = sys.argv[1:]
+runs, systems, reps, quick, lb, la, reactors = sys.argv[1:]
 systems = systems.split()
 rows = [json.loads(l) for l in open(runs)]
 scen = []
@@ -367,7 +368,7 @@ for sc in scen:
         if rs:
             med[(sc, s)] = statistics.median(r["msgs_per_s"] for r in good) if good else rs[0]["status"]
 print(f"\nend-to-end relay, smtp-source -> relay -> next hop; median of {reps} alternating runs"
-      f"{' (quick: smoke only, do not quote)' if quick == '1' else ''}; load {lb} -> {la}\n")
+      f"{' (quick: smoke only, do not quote)' if quick == '1' else ''}; ringmta reactors={reactors}; load {lb} -> {la}\n")
 print("| scenario | system | messages/s | ratio to Postfix | ratio to physical limit |")
 print("|---|---|---:|---:|---:|")
 for sc in scen:
