@@ -134,7 +134,8 @@ int main(int argc, char **argv)
 	}
 	char path[600];
 	snprintf(path, sizeof(path), "%s/spool", dir);
-	struct spool_opts o = { path, 0, 0, 1, -1, -1, false };
+	struct spool_opts o = { .dir = path, .prealloc_bytes = 4u << 20, .n_shards = 1,
+				.uid = -1, .gid = -1 };
 	struct spool *sp;
 	struct spool_shard *sh;
 	struct rm_err err;

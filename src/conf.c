@@ -1403,6 +1403,19 @@ static const struct conf_key conf_keys[] = {
 	  .values = "a size, 1M..4G, with an optional k, M, G or T suffix",
 	  .doc = "Size of one spool segment file, to which message data is "
 		"appended; when one is full the next is started." },
+	{ .name = "spool_preallocate", .kind = K_BYTES,
+	  F(spool_preallocate), .min = 0, .max = GIB, .def = "4M",
+	  .values = "a size, 0..1G, with an optional k, M, G or T suffix (0 = off)",
+	  .doc = "How far past its last record the open segment is kept "
+		"zero-filled (in 256 KiB writes after a group commit, once half "
+		"of this lead is used). Records then land in blocks that already "
+		"exist inside the file's size, so most fdatasyncs flush data "
+		"only, with no inode or block-map write: on the development VM's "
+		"ext4 the flush took 0.12 ms instead of 0.19-0.27 ms and the "
+		"daemon about 5 % less CPU per message (bench/README.md). It "
+		"costs one extra write of each segment's space. 0: segments grow "
+		"by appending (choose it on copy-on-write filesystems such as "
+		"btrfs or ZFS, where it cannot help)." },
 
 	{ .name = "delivery", .kind = K_BOOL, F(is_delivery),
 	  .names = bool_names, .def = "yes", .values = "yes or no",

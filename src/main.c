@@ -259,6 +259,7 @@ static int serve(const struct conf *c)
 	so.dir = c->spool_dir;
 	so.map_bytes = c->spool_map_size;
 	so.segment_bytes = c->spool_segment_size;
+	so.prealloc_bytes = c->spool_preallocate;
 	so.n_shards = n;
 	so.uid = is_root ? (int)uid : -1;
 	so.gid = is_root ? (int)gid : -1;

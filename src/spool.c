@@ -276,6 +276,7 @@ struct seg {
 	int fd;
 	uint64_t seq;
 	uint64_t tail;
+	uint64_t filled;	/* zero-filled up to here (>= tail when ahead) */
 	uint32_t seed;
 };
 
@@ -806,8 +807,58 @@ static int seg_create(struct spool_shard *sh, struct seg *out,
 	out->fd = fd;
 	out->seq = seq;
 	out->tail = SEG_HDR_BYTES;
+	out->filled = SEG_HDR_BYTES;
 	out->seed = seg_seed(nonce);
 	return 0;
+}
+
+/* FILL_STEP - zero bytes one seg_fill_ahead() writes per call. */
+#define FILL_STEP (256u * 1024u)
+
+/*
+ * seg_fill_ahead - keep the open segment zero-filled prealloc_bytes past
+ * its tail, FILL_STEP at a time, and start their writeback at once, so
+ * that the blocks are allocated and the size set long before records land
+ * there: the batch fdatasync then flushes data pages only, with no inode
+ * or block-map write of its own. Zeros are never written below the tail.
+ * Any failure (ENOSPC) just stops the filling: appends extend the file as
+ * they would without it.
+ */
+static void seg_fill_ahead(struct spool_shard *sh)
+{
+	static const uint8_t zero[64 * 1024];
+	struct seg *s = &sh->cur;
+	struct iovec iov[FILL_STEP / sizeof(zero)];
+	uint64_t want, start, n, left;
+	int k = 0;
+
+	if (s->fd < 0 || sh->sp->o.prealloc_bytes == 0 || s->filled == UINT64_MAX)
+		return;
+	start = s->filled > s->tail ? s->filled : s->tail;
+	/* Whole steps once half the lead is used up, not a few KiB after
+	 * every batch: each step changes the size and the block map, which
+	 * the next fdatasync then has to write. */
+	if (start - s->tail >= sh->sp->o.prealloc_bytes / 2)
+		return;
+	want = s->tail + sh->sp->o.prealloc_bytes;
+	if (want > sh->sp->o.segment_bytes)
+		want = sh->sp->o.segment_bytes;
+	if (start >= want)
+		return;
+	n = want - start < FILL_STEP ? want - start : FILL_STEP;
+	for (left = n; left > 0; left -= iov[k++].iov_len)
+		iov[k] = (struct iovec){ (void *)(uintptr_t)zero,
+					 left < sizeof(zero) ? left : sizeof(zero) };
+	if (pwritev_full(s->fd, iov, k, start) < 0) {
+		/* Give the space back; zeros past the tail are harmless, a
+		 * rebuild reads them as the segment's end. */
+		(void)!ftruncate(s->fd, (off_t)s->tail);
+		s->filled = UINT64_MAX;	/* no more filling in this segment */
+		return;
+	}
+	/* ask for the writeback now; it does not wait */
+	(void)sync_file_range(s->fd, (off64_t)start, (off64_t)n, SYNC_FILE_RANGE_WRITE);
+	s->filled = start + n;
 }
 
 /* seg_rotate - retire the current segment (it still needs a sync). */
@@ -921,6 +972,7 @@ static int seg_append_n(struct spool_shard *sh, const struct rec_in *r, int n,
 		if (ftruncate(sh->cur.fd, (off_t)sh->cur.tail) < 0) {
 			/* the rebuild skips the torn bytes: nothing to add */
 		}
+		sh->cur.filled = sh->cur.tail;
 		return rm_err_set(err, rc, "spool: append segment %03u/%010" PRIu64
 				  ": %s", sh->idx, sh->cur.seq, strerror(-rc));
 	}
@@ -1719,6 +1771,7 @@ void spool_shard_sync_end(struct spool_shard *sh, int res,
 	if ((rc = index_put_batch(sh, l, err)) < 0)
 		batch_mark_done(sh, l);
 	batch_callback(l, rc, done);
+	seg_fill_ahead(sh);	/* after the replies: off their latency */
 }
 
 /* ---- shards --------------------------------------------------------------------- */
@@ -1790,6 +1843,8 @@ void spool_shard_close(struct spool_shard *sh)
 		close(sh->retired[i].fd);
 	}
 	if (sh->cur.fd >= 0) {
+		if (sh->cur.filled > sh->cur.tail)	/* the unused zeros */
+			(void)!ftruncate(sh->cur.fd, (off_t)sh->cur.tail);
 		(void)fdatasync(sh->cur.fd);
 		close(sh->cur.fd);
 	}
@@ -2413,6 +2468,21 @@ static int apply(struct rebuild *rb, const struct rec *r)
 }
 
 /* rec_at - the valid record at off, or false. */
+/* is_zero - every byte of p[0..n) is 0. */
+static bool is_zero(const uint8_t *p, uint64_t n)
+{
+	static const uint8_t zero[4096];
+
+	while (n > 0) {
+		size_t k = n < sizeof(zero) ? (size_t)n : sizeof(zero);
+		if (memcmp(p, zero, k) != 0)
+			return false;
+		p += k;
+		n -= k;
+	}
+	return true;
+}
+
 static bool rec_at(const uint8_t *map, uint64_t size, uint64_t off,
 		   uint32_t seed, struct rec *r)
 {
@@ -2443,7 +2513,7 @@ static bool rec_at(const uint8_t *map, uint64_t size, uint64_t off,
  * tail starts (size when there is none).
  */
 static int scan_map(struct rebuild *rb, const uint8_t *map, uint64_t size,
-		    uint64_t seq, uint32_t seed, uint64_t *tail)
+		    uint64_t seq, uint32_t seed, uint64_t *tail, bool *zero_tail)
 {
 	struct spool_stats *st = &rb->sp->stats;
 	uint64_t off = SEG_HDR_BYTES, next;
@@ -2452,6 +2522,12 @@ static int scan_map(struct rebuild *rb, const uint8_t *map, uint64_t size,
 
 	while (off < size) {
 		if (!rec_at(map, size, off, seed, &r)) {
+			if (is_zero(map + off, size - off)) {
+				/* the preallocated rest (or a torn write
+				 * that never reached the disk) */
+				*zero_tail = true;
+				break;
+			}
 			st->n_bad_records++;
 			for (next = off + 8; next < size; next += 8)
 				if (rec_at(map, size, next, seed, &r))
@@ -2468,7 +2544,7 @@ static int scan_map(struct rebuild *rb, const uint8_t *map, uint64_t size,
 			return rc;
 		off += REC_HDR_BYTES + pad8(r.len);
 	}
-	*tail = size;
+	*tail = off < size ? off : size;
 	return 0;
 }
 
@@ -2486,6 +2562,7 @@ static int rebuild_segment(struct rebuild *rb, unsigned shard, uint64_t seq)
 	struct stat sb;
 	uint64_t size, tail;
 	uint8_t *map;
+	bool zero_tail = false;
 	int fd, rc;
 
 	snprintf(name, sizeof(name), SEG_NAME_FMT, shard, seq);
@@ -2519,12 +2596,16 @@ static int rebuild_segment(struct rebuild *rb, unsigned shard, uint64_t seq)
 	else if (!seg_hdr_ok(map, shard, seq))
 		st->n_bad_segments++;
 	else
-		rc = scan_map(rb, map, size, seq, seg_seed(get_le64(map + 24)), &tail);
+		rc = scan_map(rb, map, size, seq, seg_seed(get_le64(map + 24)), &tail,
+			      &zero_tail);
 	munmap(map, size);
 	if (rc == 0 && tail < size) {
 		/* hygiene only: nothing is ever appended to an old segment,
 		 * so a segment we may not write (another owner) stays as is */
-		st->n_truncated_bytes += size - tail;
+		if (zero_tail)
+			st->n_prealloc_bytes += size - tail;
+		else
+			st->n_truncated_bytes += size - tail;
 		if (ftruncate(fd, (off_t)tail) == 0)
 			(void)fdatasync(fd);
 	}

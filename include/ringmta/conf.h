@@ -177,6 +177,7 @@ struct conf {
 	unsigned fsync_rate_limit;     /* fsyncs/s over all shards; 0 = none */
 	uint64_t spool_map_size;       /* bytes */
 	uint64_t spool_segment_size;   /* bytes */
+	uint64_t spool_preallocate;    /* bytes zero-filled ahead; 0 = off */
 	bool is_delivery;              /* delivery = yes */
 	unsigned smtp_tcp_port;
 	uint64_t smtp_command_timeout_ms;

@@ -22,7 +22,10 @@
  * exists only once its COMMIT is on disk and the chunks before it add up
  * to the committed size and checksum. A shard rotates to a new segment at
  * segment_bytes, and always starts a new one when opened; old segments are
- * immutable.
+ * immutable. The open segment is kept zero-filled prealloc_bytes ahead of
+ * its last record, so that appending changes neither the file's size nor
+ * its block map and the batch fdatasync writes data only (no inode); a
+ * rebuild reads an all-zero tail as the segment's clean end.
  *
  * The 250 contract. spool_msg_end() writes COMMIT into the page cache and
  * puts the message on the shard's pending batch. The reactor takes the
@@ -201,6 +204,8 @@ enum spool_rec_type {
  *   across restarts is fine; the file is sparse.
  * segment_bytes: rotate segments past this size; 0 means the default;
  *   at least SPOOL_MIN_SEGMENT_BYTES. A single record may exceed it.
+ * prealloc_bytes: keep the open segment zero-filled this far past its
+ *   last record (never past segment_bytes); 0: segments grow by appends.
  * n_shards: shards this process will open, 1..SPOOL_MAX_SHARDS.
  * uid, gid: owner for everything spool_open() and the shards create,
  *   or -1 to leave it alone (chown(2) semantics).
@@ -211,6 +216,7 @@ struct spool_opts {
 	const char *dir;
 	uint64_t map_bytes;
 	uint64_t segment_bytes;
+	uint64_t prealloc_bytes;
 	unsigned n_shards;
 	int uid;
 	int gid;
@@ -295,6 +301,7 @@ struct spool_stats {
 	uint64_t n_done;		/* messages removed by DONE records */
 	uint64_t n_skipped_bytes;	/* damaged bytes skipped inside segments */
 	uint64_t n_truncated_bytes;	/* torn tails cut off */
+	uint64_t n_prealloc_bytes;	/* all-zero (preallocated) tails cut off */
 };
 
 struct spool;

@@ -166,7 +166,8 @@ static void remove_one(struct spool_shard *sh, unsigned k)
 
 static void writer(const char *dir)
 {
-	struct spool_opts o = { dir, 0, 1u << 20, 2, -1, -1, false };
+	struct spool_opts o = { .dir = dir, .segment_bytes = 1u << 20,
+				 .prealloc_bytes = 256u << 10, .n_shards = 2, .uid = -1, .gid = -1 };
 	struct spool *sp;
 	struct spool_shard *sh[2];
 	struct session ss[2][SESSIONS];
@@ -329,7 +330,8 @@ int main(int argc, char **argv)
 		nanosleep(&ts, NULL);
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
-		struct spool_opts o = { dir, 0, 1u << 20, 2, -1, -1, false };
+		struct spool_opts o = { .dir = dir, .segment_bytes = 1u << 20,
+				 .prealloc_bytes = 256u << 10, .n_shards = 2, .uid = -1, .gid = -1 };
 		struct spool *sp;
 		struct rm_err err;
 		struct spool_stats st;
@@ -341,9 +343,10 @@ int main(int argc, char **argv)
 		spool_stats(sp, &st);
 		bad += verify(sp, buf, &n_acked);
 		printf("  iter %d: ended %u acked %lu indexed %" PRIu64 " rebuilt %d "
-		       "segments %" PRIu64 " garbage %" PRIu64 " truncated %" PRIu64 " B\n",
+		       "segments %" PRIu64 " garbage %" PRIu64 " truncated %" PRIu64 " B zero tail %" PRIu64 " B\n",
 		       it, g->n_ended, n_acked, st.n_messages, st.is_rebuilt,
-		       st.n_segments, st.n_garbage_msgs, st.n_truncated_bytes);
+		       st.n_segments, st.n_garbage_msgs, st.n_truncated_bytes,
+		       st.n_prealloc_bytes);
 		spool_close(sp);	/* clean: the next writer trusts the index */
 		if (it % 2 == 1) {
 			/* or not: drop the marker as a crash would */

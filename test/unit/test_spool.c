@@ -51,9 +51,15 @@ static const char *new_dir(const char *tag)
 	return dir;
 }
 
+/* g_prealloc - prealloc_bytes of opts(); 0 only where a test cuts a
+ * segment at its end (test_damage). */
+static uint64_t g_prealloc = 64u << 10;
+
 static struct spool_opts opts(const char *dir)
 {
-	struct spool_opts o = { dir, 0, 0, 2, -1, -1, false };
+	/* prealloc: every test also covers the zero-filled segment tails */
+	struct spool_opts o = { .dir = dir, .prealloc_bytes = g_prealloc, .n_shards = 2,
+				.uid = -1, .gid = -1 };
 	return o;
 }
 
@@ -696,7 +702,8 @@ static const struct damage_case {
 	{ "torn_tail_header", CUT_INTO_HEADER, { 1, 1, 0 }, 1, 0, 1 },
 	{ "bad_crc_last_record", FLIP_LAST, { 1, 1, 0 }, 1, 0, 1 },
 	{ "garbage_appended", APPEND_GARBAGE, { 1, 1, 1 }, 1, 0, 0 },
-	{ "zeros_appended", APPEND_ZEROS, { 1, 1, 1 }, 1, 0, 0 },
+	/* zeros: the clean end of a preallocated segment, not damage */
+	{ "zeros_appended", APPEND_ZEROS, { 1, 1, 1 }, 0, 0, 0 },
 	{ "bad_crc_mid_segment_skipped", FLIP_FIRST_CHUNK, { 0, 1, 1 }, 0, 1, 1 },
 };
 
@@ -755,6 +762,10 @@ static void test_damage(void)
 	size_t n = sizeof(damage_cases) / sizeof(damage_cases[0]);
 	static const size_t len[3] = { 200000, 100, 300 };
 
+	/* the cases cut and flip bytes at the end of the file: it must end
+	 * with the last record (test_prealloc covers the zero tails) */
+	g_prealloc = 0;
+
 	for (size_t i = 0; i < n; i++) {
 		const struct damage_case *c = &damage_cases[i];
 		const char *dir = new_dir(c->name);
@@ -783,6 +794,7 @@ static void test_damage(void)
 		T_EQ_INT(st.n_garbage_msgs, c->garbage);
 		if (c->what == APPEND_GARBAGE || c->what == APPEND_ZEROS)
 			T_EQ_INT(file_size(seg), before);
+		T_EQ_INT(st.n_prealloc_bytes, c->what == APPEND_ZEROS ? 4096 : 0);
 		spool_close(sp);
 		/* recovery is idempotent: a second rebuild finds the same */
 		char marker[600];
@@ -792,6 +804,98 @@ static void test_damage(void)
 		spool_stats(sp, &st);
 		T_EQ_INT(st.n_truncated_bytes, 0);
 		T_EQ_INT(list(sp).n, l.n);
+		spool_close(sp);
+		munmap(s, sizeof(*s));
+	}
+	g_prealloc = 64u << 10;
+}
+
+/* data_end - just past the last non-zero byte of a file, rounded up to 8
+ * (records are padded to 8 with zeros). */
+static off_t data_end(const char *path)
+{
+	int fd = open(path, O_RDONLY);
+	off_t size = file_size(path), end = 0;
+	uint8_t b[4096];
+
+	for (off_t off = 0; off < size; off += (off_t)sizeof(b)) {
+		ssize_t n = pread(fd, b, sizeof(b), off);
+		for (ssize_t i = 0; i < n; i++)
+			if (b[i] != 0)
+				end = off + i + 1;
+	}
+	close(fd);
+	return (end + 7) & ~(off_t)7;
+}
+
+/*
+ * test_prealloc - the open segment is kept zero-filled ahead of its last
+ * record; a crash leaves that tail, and the rebuild reads it as the clean
+ * end (not damage); a torn record in it is still damage; a clean close
+ * trims it.
+ */
+static void test_prealloc(void)
+{
+	static const size_t len[3] = { 200000, 100, 300 };
+	char seg[700];
+
+	for (int torn = 0; torn <= 1; torn++) {
+		const char *dir = new_dir(torn ? "prealloc_torn" : "prealloc_crash");
+		struct spool_opts o = opts(dir);
+		struct shared *s = shared_new();
+		struct spool_stats st;
+
+		T_CASE(torn ? "prealloc_torn_record_in_zero_tail" : "prealloc_crash_zero_tail");
+		in_child(damage_writer, dir, s);
+		T_EQ_INT(s->n, 3);
+		last_segment(dir, seg, sizeof(seg));
+		off_t size = file_size(seg), end = data_end(seg);
+		/* filled ahead after the last commit: at least a step */
+		T_CHECK(size - end >= 32 * 1024, "zero tail %lld bytes", (long long)(size - end));
+		if (torn) {
+			/* half a record header where the next would go */
+			int fd = open(seg, O_WRONLY);
+			uint8_t junk[12];
+			memset(junk, 0x5a, sizeof(junk));
+			T_EQ_INT(pwrite(fd, junk, sizeof(junk), end), (ssize_t)sizeof(junk));
+			close(fd);
+		}
+		struct spool *sp = open_or_die(&o);
+		spool_stats(sp, &st);
+		struct listing l = list(sp);
+		for (int k = 0; k < 3; k++) {
+			T_EQ_INT(count_id(&l, s->id[k]), 1);
+			check_content(sp, s->id[k], len[k], (unsigned)k);
+		}
+		T_EQ_INT(st.is_rebuilt, 1);
+		T_EQ_INT(st.n_skipped_bytes, 0);
+		T_EQ_INT(st.n_garbage_msgs, 0);
+		if (torn) {
+			T_EQ_INT(st.n_bad_records, 1);
+			T_EQ_INT(st.n_truncated_bytes, size - end);
+			T_EQ_INT(st.n_prealloc_bytes, 0);
+		} else {
+			T_EQ_INT(st.n_bad_records, 0);
+			T_EQ_INT(st.n_truncated_bytes, 0);
+			T_EQ_INT(st.n_prealloc_bytes, size - end);
+		}
+		T_EQ_INT(file_size(seg), end);	/* the tail is given back */
+		/* a clean close trims the new open segment's zeros too */
+		struct spool_shard *sh = shard_or_die(sp, 0);
+		struct ack a;
+		T_EQ_INT(put(sh, 5000, 7, 4096, &a, true), 0);
+		T_EQ_INT(a.status, 0);
+		last_segment(dir, seg, sizeof(seg));
+		T_CHECK(file_size(seg) > data_end(seg), "open segment filled ahead");
+		spool_shard_close(sh);
+		spool_close(sp);
+		T_EQ_INT(file_size(seg), data_end(seg));
+		sp = open_or_die(&o);
+		spool_stats(sp, &st);
+		T_EQ_INT(st.is_rebuilt, 0);
+		l = list(sp);
+		T_EQ_INT(l.n, 4);
+		check_content(sp, a.id, 5000, 7);
 		spool_close(sp);
 		munmap(s, sizeof(*s));
 	}
@@ -2108,6 +2212,7 @@ int main(void)
 	test_rotation();
 	test_crash();
 	test_damage();
+	test_prealloc();
 	test_index_damage();
 	test_segment_version();
 	test_fuzz_recovery();
