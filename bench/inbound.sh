@@ -20,9 +20,10 @@
 #      ratios near the tool's limit can be read as such.
 # Systems:
 #   ringmta  $RINGMTA_BIN (default <repo>/build/ringmta), fresh temp spool per
-#            run, durability=batch (a 250 means fsynced), reactors=auto
-#            (--reactors N: N reactor threads; on 2 CPUs that also run
-#            smtp-source, 1 is faster, see bench/README.md).
+#            run, durability=batch (a 250 means fsynced), reactors = one
+#            less than the CPUs (at least 1): smtp-source runs on the same
+#            machine and needs a CPU of its own (bench/README.md, "Reactors
+#            on a shared machine"); --reactors N|auto sets it.
 #   postfix  the Debian package, as its own instance under $WORK/postfix
 #            (bench/lib/postfix_instance.sh): own config/queue dirs, listener
 #            on a free loopback port, every message put on hold (accepted and
@@ -41,7 +42,7 @@ repo=$(cd "$here/.." && pwd)
 RINGMTA_BIN=${RINGMTA_BIN:-$repo/build/ringmta}
 PATH=$PATH:/usr/sbin:/sbin
 
-reps=3 msgs=20000 sessions=20 size=1024 idle=5000 only="" keep=0 quick=0 reactors=auto
+reps=3 msgs=20000 sessions=20 size=1024 idle=5000 only="" keep=0 quick=0 reactors=$(( $(nproc) > 1 ? $(nproc) - 1 : 1 ))
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) quick=1; reps=1; msgs=2000; idle=500 ;;

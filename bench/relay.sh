@@ -9,7 +9,9 @@
 #           127.0.0.1 port: Postfix's smtp-sink (-c counters), or a private
 #           Dovecot (dovecot -F -c, LMTP on a unix socket, Maildirs under
 #           the work dir); ringmta ($RINGMTA_BIN, delivery=yes, durability
-#           batch, its own spool, reactors=auto or --reactors N); Postfix (bench/lib/postfix_instance.sh,
+#           batch, its own spool, reactors = CPUs - 1, at least 1: the
+#           load tool and the sink share the machine; or --reactors
+#           N|auto); Postfix (bench/lib/postfix_instance.sh,
 #           then the relay settings bench/compare.sh uses).
 # Must not: touch /etc/postfix, /etc/dovecot, /var/spool/postfix, port 25,
 #           a running system MTA; send anything off 127.0.0.1.
@@ -48,8 +50,8 @@ repo=$(cd "$here/.." && pwd)
 RINGMTA_BIN=${RINGMTA_BIN:-$repo/build/ringmta}
 PATH=$PATH:/usr/sbin:/sbin
 
-quick=0 reps=3 systems="physical postfix ringmta" scen_re="." msgs="" keep=0 reactors=auto
-usage() { sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+quick=0 reps=3 systems="physical postfix ringmta" scen_re="." msgs="" keep=0 reactors=$(( $(nproc) > 1 ? $(nproc) - 1 : 1 ))
+usage() { sed -n '2,46p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) quick=1; reps=1 ;;
