@@ -1453,6 +1453,57 @@ static void test_write_error(void)
 	munmap(s, sizeof(*s));
 }
 
+/* fill_fail_writer - the zero fill hits RLIMIT_FSIZE at once; messages
+ * that still fit must not notice. */
+static void fill_fail_writer(const char *dir, struct shared *s)
+{
+	struct spool_opts o = opts(dir);
+	struct rlimit rl = { 100000, 100000 };
+	struct spool *sp;
+	struct spool_shard *sh;
+	struct ack a;
+
+	o.prealloc_bytes = 1u << 20;
+	sp = open_or_die(&o);
+	sh = shard_or_die(sp, 0);
+	signal(SIGXFSZ, SIG_IGN);
+	setrlimit(RLIMIT_FSIZE, &rl);
+	for (unsigned i = 0; i < 3; i++) {
+		if (put(sh, 5000, i, 5000, &a, true) != 0 || a.status != 0)
+			_exit(3);
+		snprintf(s->id[i], SPOOL_ID_BYTES + 1, "%s", a.id);
+		s->n = (int)i + 1;
+	}
+	/* no clean close: the next open rebuilds from the segment */
+}
+
+static void test_fill_error(void)
+{
+	const char *dir = new_dir("fill_error");
+	struct spool_opts o = opts(dir);
+	struct shared *s = shared_new();
+	struct spool_stats st;
+	char seg[700];
+
+	T_CASE("prealloc_fill_error_harmless");
+	in_child(fill_fail_writer, dir, s);
+	T_EQ_INT(s->n, 3);
+	last_segment(dir, seg, sizeof(seg));
+	/* the failed fill was cut back to the records */
+	T_EQ_INT(file_size(seg), data_end(seg));
+	struct spool *sp = open_or_die(&o);
+	spool_stats(sp, &st);
+	T_EQ_INT(st.is_rebuilt, 1);
+	T_EQ_INT(st.n_bad_records, 0);
+	T_EQ_INT(st.n_truncated_bytes, 0);
+	struct listing l = list(sp);
+	T_EQ_INT(l.n, 3);
+	for (unsigned k = 0; k < 3; k++)
+		check_content(sp, s->id[k], 5000, k);
+	spool_close(sp);
+	munmap(s, sizeof(*s));
+}
+
 static int on_due(void *arg, const struct spool_entry *e)
 {
 	struct listing *l = arg;
@@ -2221,6 +2272,7 @@ int main(void)
 	test_two_shards();
 	test_sync_failure();
 	test_write_error();
+	test_fill_error();
 	test_due_and_ids();
 	test_update_and_done();
 	test_get_and_hold();
