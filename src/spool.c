@@ -821,8 +821,8 @@ static int seg_create(struct spool_shard *sh, struct seg *out,
  * that the blocks are allocated and the size set long before records land
  * there: the batch fdatasync then flushes data pages only, with no inode
  * or block-map write of its own. Zeros are never written below the tail.
- * Any failure (ENOSPC) just stops the filling: appends extend the file as
- * they would without it.
+ * A failure (ENOSPC) cuts the file back to the tail and stops the filling
+ * in this segment: appends extend the file as they would without it.
  */
 static void seg_fill_ahead(struct spool_shard *sh)
 {
@@ -2467,7 +2467,6 @@ static int apply(struct rebuild *rb, const struct rec *r)
 	}
 }
 
-/* rec_at - the valid record at off, or false. */
 /* is_zero - every byte of p[0..n) is 0. */
 static bool is_zero(const uint8_t *p, uint64_t n)
 {
@@ -2483,6 +2482,7 @@ static bool is_zero(const uint8_t *p, uint64_t n)
 	return true;
 }
 
+/* rec_at - the valid record at off, or false. */
 static bool rec_at(const uint8_t *map, uint64_t size, uint64_t off,
 		   uint32_t seed, struct rec *r)
 {
@@ -2509,8 +2509,9 @@ static bool rec_at(const uint8_t *map, uint64_t size, uint64_t off,
 
 /*
  * scan_map - apply every valid record of a mapped segment. Damage is
- * skipped up to the next valid record; returns the offset where a torn
- * tail starts (size when there is none).
+ * skipped up to the next valid record; *tail is the offset where a torn
+ * tail, or an all-zero one (*zero_tail: preallocated space), starts; size
+ * when there is none.
  */
 static int scan_map(struct rebuild *rb, const uint8_t *map, uint64_t size,
 		    uint64_t seq, uint32_t seed, uint64_t *tail, bool *zero_tail)
