@@ -1919,7 +1919,8 @@ unsigned conf_cpu_quota_parse(const char *cpu_max)
 	period = strtoull(end + 1, &end, 10);
 	if (period == 0 || (*end != '\0' && *end != '\n') || errno != 0 || quota == 0)
 		return 0;
-	quota = (quota + period - 1) / period;	/* 1.5 CPUs keep 2 reactors busy */
+	/* rounded up (1.5 CPUs keep 2 reactors busy), without overflow */
+	quota = quota / period + (quota % period != 0);
 	return quota > MAX_REACTORS ? MAX_REACTORS : (unsigned)quota;
 }
 

@@ -422,6 +422,9 @@ int main(int argc, char **argv)
 	log_init(c.log == CONF_LOG_SYSLOG, "ringmta");
 	log_set_debug(verbose);
 	maps_live_publish(maps);
+	/* auto resolved once: main and every reactor's delivery engine (its
+	 * share of destination_rate_limit) must count the same reactors */
+	c.reactors = conf_reactor_count(&c);
 	rc = serve(&c);
 	maps_live_fini();
 	conf_fini(&c);

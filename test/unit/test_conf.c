@@ -1076,6 +1076,7 @@ static void test_reactor_count(void)
 	T_EQ_INT(conf_cpu_quota_parse("150000 100000"), 2);
 	T_EQ_INT(conf_cpu_quota_parse("50000 100000\n"), 1);
 	T_EQ_INT(conf_cpu_quota_parse("100000000 1000"), 256);
+	T_EQ_INT(conf_cpu_quota_parse("18446744073709551615 100000"), 256);
 	T_EQ_INT(conf_cpu_quota_parse("0 100000"), 0);
 	T_EQ_INT(conf_cpu_quota_parse("100000 0"), 0);
 	T_EQ_INT(conf_cpu_quota_parse(""), 0);
