@@ -210,6 +210,8 @@ struct conn {
 	unsigned n_msgs;
 	struct dtxn *txn;
 	uint8_t *answered;          /* per txn recipient: has a result */
+	struct dtxn *tail;          /* the previous txn, when txn began behind its end of data (WAIT NEXT): only that reply is outstanding */
+	uint8_t *tail_answered;
 	struct spool_reader *rd;
 	const uint8_t *body_p;
 	size_t body_len;
@@ -1573,23 +1575,37 @@ static void conn_unlink(struct conn *c)
 	c->site = NULL;
 }
 
-/* conn_drop_txn - c ends with its transaction unfinished: recipients
+/* txn_drop - end *tp, c's transaction or its tail, unfinished: recipients
  * without an answer get o (or stay untried when o is NULL). */
-static void conn_drop_txn(struct conn *c, const struct queue_outcome *o, unsigned code,
-			  const char *text)
+static void txn_drop(struct conn *c, struct dtxn **tp, uint8_t **answered,
+		     const struct queue_outcome *o, unsigned code, const char *text)
 {
-	struct dtxn *t = c->txn;
+	struct dtxn *t = *tp;
 
 	if (t == NULL)
 		return;
 	if (o != NULL)
-		txn_fail_all(c->d, t, c->answered, o, code, text, c->relay);
-	c->txn = NULL;
-	free(c->answered);
-	c->answered = NULL;
+		txn_fail_all(c->d, t, *answered, o, code, text, c->relay);
+	*tp = NULL;
+	free(*answered);
+	*answered = NULL;
+	txn_finish(c->d, t);
+}
+
+/* conn_drop_txn - the current transaction ends (see txn_drop). */
+static void conn_drop_txn(struct conn *c, const struct queue_outcome *o, unsigned code,
+			  const char *text)
+{
 	spool_reader_close(c->rd);
 	c->rd = NULL;
-	txn_finish(c->d, t);
+	txn_drop(c, &c->txn, &c->answered, o, code, text);
+}
+
+/* conn_drop_tail - the tail transaction ends (see txn_drop). */
+static void conn_drop_tail(struct conn *c, const struct queue_outcome *o, unsigned code,
+			   const char *text)
+{
+	txn_drop(c, &c->tail, &c->tail_answered, o, code, text);
 }
 
 /* conn_kill_fd - stop every submission of c and close its socket. */
@@ -1625,9 +1641,10 @@ static void conn_close(struct conn *c)
 
 	if (c->st == CONN_CLOSED)
 		return;
-	if (c->txn != NULL) {
+	if (c->txn != NULL || c->tail != NULL) {
 		struct queue_outcome o;
 		queue_classify_fault(QUEUE_FAULT_CONN_LOST, &o);
+		conn_drop_tail(c, &o, 0, "connection lost");
 		conn_drop_txn(c, &o, 0, "connection lost");
 	}
 	conn_unlink(c);
@@ -1902,6 +1919,32 @@ static bool conn_take_txn(struct conn *c)
 	}
 }
 
+/*
+ * conn_take_next - WAIT NEXT: the current transaction's end of data is
+ * written; begin the site's next transaction behind it, in the same send
+ * (a round trip less per message), when there is one and this connection
+ * may carry it. Otherwise the client goes on waiting for the reply.
+ */
+static void conn_take_next(struct conn *c)
+{
+	if (c->txn == NULL || c->tail != NULL || c->site->q_head == NULL || c->d->is_stopping ||
+	    c->n_msgs + 1 >= c->d->conf->max_messages_per_connection)
+		return;
+	spool_reader_close(c->rd);   /* its body is all written */
+	c->rd = NULL;
+	c->tail = c->txn;
+	c->tail_answered = c->answered;
+	c->txn = NULL;
+	c->answered = NULL;
+	if (!conn_take_txn(c)) {
+		/* nothing begun: the client's state is as before */
+		c->txn = c->tail;
+		c->answered = c->tail_answered;
+		c->tail = NULL;
+		c->tail_answered = NULL;
+	}
+}
+
 /* conn_body - feed the body; false when it must wait for output space. */
 static int conn_body(struct conn *c)
 {
@@ -1958,10 +2001,13 @@ static void conn_phase_timer(struct conn *c)
 	c->deadline_ms = c->d->r->now_ms + (int64_t)t;
 }
 
-/* conn_result - a reply for some recipients of the current transaction. */
+/* conn_result - a reply for some recipients of the event's transaction
+ * (the current one, or the tail). */
 static void conn_result(struct conn *c, const struct smtp_client_ev *ev, enum queue_phase ph)
 {
-	struct dtxn *t = c->txn;
+	bool is_tail = c->tail != NULL && ev->txn == &c->tail->ct;
+	struct dtxn *t = is_tail ? c->tail : c->txn;
+	uint8_t *answered = is_tail ? c->tail_answered : c->answered;
 	const struct smtp_client_reply *rp = ev->reply;
 	struct queue_outcome o;
 
@@ -1972,24 +2018,24 @@ static void conn_result(struct conn *c, const struct smtp_client_ev *ev, enum qu
 		if (rp->code < 400)
 			return;
 		for (unsigned k = 0; k < t->n; k++) {
-			if (!c->answered[k])
+			if (!answered[k])
 				rcpt_result(c->d, t->m, t->idx[k], &o, rp->code, rp->text, c->relay);
-			c->answered[k] = 1;
+			answered[k] = 1;
 		}
 	} else if (ev->kind == SMTP_CLIENT_EV_RCPT_RESULT) {
 		if ((rp->code < 400 && t->m->probe == NULL) || ev->rcpt_index >= t->n)
 			return;
 		rcpt_result(c->d, t->m, t->idx[ev->rcpt_index], &o, rp->code, rp->text, c->relay);
-		c->answered[ev->rcpt_index] = 1;
+		answered[ev->rcpt_index] = 1;
 	} else if (ev->is_all) {
 		for (unsigned k = 0; k < t->n; k++) {
-			if (!c->answered[k])
+			if (!answered[k])
 				rcpt_result(c->d, t->m, t->idx[k], &o, rp->code, rp->text, c->relay);
-			c->answered[k] = 1;
+			answered[k] = 1;
 		}
 	} else if (ev->rcpt_index < t->n) {
 		rcpt_result(c->d, t->m, t->idx[ev->rcpt_index], &o, rp->code, rp->text, c->relay);
-		c->answered[ev->rcpt_index] = 1;
+		answered[ev->rcpt_index] = 1;
 	}
 	if (o.verdict == QUEUE_DELIVER) {
 		queue_dest_success(&c->site->health);
@@ -2012,7 +2058,7 @@ static void conn_failed(struct conn *c, const struct smtp_client_ev *ev)
 	unsigned code = 0;
 	char text[SMTP_CLIENT_TEXT_BYTES];
 
-	if (c->is_ready && c->txn == NULL) {
+	if (c->is_ready && c->txn == NULL && c->tail == NULL) {
 		/* an idle connection the peer closed (or timed out, or 421):
 		 * nothing was lost and the host is not at fault */
 		conn_flush(c);
@@ -2047,8 +2093,9 @@ static void conn_failed(struct conn *c, const struct smtp_client_ev *ev)
 		conn_next_host(c, true);
 		return;
 	}
-	if (o.verdict == QUEUE_BOUNCE && c->txn != NULL && ev->reply == NULL)
+	if (o.verdict == QUEUE_BOUNCE && (c->txn != NULL || c->tail != NULL) && ev->reply == NULL)
 		queue_classify_fault(QUEUE_FAULT_CONN_LOST, &o);
+	conn_drop_tail(c, &o, code, text);   /* the failure is both transactions' */
 	conn_drop_txn(c, &o, code, text);
 	conn_flush(c);   /* a queued QUIT, best effort */
 	conn_close(c);
@@ -2096,6 +2143,10 @@ static void conn_pump(struct conn *c)
 				}
 				continue;
 			}
+			if (ev.wait == SMTP_CLIENT_WAIT_NEXT) {
+				conn_take_next(c);
+				continue;
+			}
 			if (ev.wait != SMTP_CLIENT_WAIT_TXN) {
 				conn_close(c);
 				return;
@@ -2136,7 +2187,10 @@ static void conn_pump(struct conn *c)
 			c->n_msgs++;
 			/* anything unanswered (cannot happen in a sane peer) */
 			queue_classify_fault(QUEUE_FAULT_PROTOCOL, &o);
-			conn_drop_txn(c, &o, 0, "no reply for this recipient");
+			if (c->tail != NULL && ev.txn == &c->tail->ct)
+				conn_drop_tail(c, &o, 0, "no reply for this recipient");
+			else
+				conn_drop_txn(c, &o, 0, "no reply for this recipient");
 			continue;
 		}
 		case SMTP_CLIENT_EV_CLOSED:
@@ -2400,6 +2454,7 @@ void deliver_stop(struct deliver *d)
 			struct dtxn *t;
 			for (c = st->conns; c != NULL; c = next) {
 				next = c->next;
+				conn_drop_tail(c, NULL, 0, NULL);
 				conn_drop_txn(c, NULL, 0, NULL);
 				conn_close(c);
 			}
@@ -2453,6 +2508,7 @@ int deliver_new(struct deliver **out, struct server *sv, struct rm_err *err)
 	d->lim.max_rcpt = d->conf->destination_recipient_limit < SMTP_CLIENT_RCPT_MAX
 		? d->conf->destination_recipient_limit : SMTP_CLIENT_RCPT_MAX;
 	d->lim.lenient_8bit = true;   /* as Postfix: send 8-bit to 7-bit peers as is */
+	d->lim.use_pipelining_next = d->conf->is_pipelining_next;
 	spool_fd_cache_init(&d->fd_cache);
 	d->vcache = calloc(DELIVER_VCACHE_SLOTS, sizeof(*d->vcache));
 	if (d->vcache == NULL) {

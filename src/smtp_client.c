@@ -26,7 +26,8 @@
  *   sticky end (FAILED/CLOSED) > one-shot events (STARTTLS, READY,
  *   TXN_DONE) > WAIT for TLS/TXN > a pending command (pend) > the
  *   transaction pump (writes MAIL/RCPT/DATA, RSET at the end) > WAIT BODY
- *   > parse one reply line (only with a command outstanding).
+ *   > WAIT NEXT (once per transaction) > parse one reply line (only with
+ *   a command outstanding).
  * Host actions come before parsing, so the events never depend on how
  * the server's bytes were split (tested at every offset).
  *
@@ -35,6 +36,8 @@
  *   (STARTTLS) --220--> TLS_EV --> TLS_WAIT --tls_done--> (EHLO) ...
  *   EHLO --5xx (SMTP)--> (HELO) --2xx--> READY_EV
  *   READY_EV --> IDLE --begin_txn--> TXN --all replies, RSET--> TXN_DONE_EV
+ *   TXN --end of data written, WAIT NEXT, begin_txn--> TXN (the old one
+ *     is the tail until its end-of-data reply: TXN_DONE for it first)
  *   TXN_DONE_EV --> IDLE;  IDLE --rset--> PROBE --2xx--> IDLE
  *   IDLE --quit--> QUIT --any reply / eof--> CLOSED
  *   any --421, bad reply, eof, timeout--> FAILED
@@ -456,9 +459,9 @@ enum smtp_client_phase smtp_client_phase(const struct smtp_client *c)
 
 /* --- reply handlers ---------------------------------------------------------------- */
 
-static bool is_accepted(const struct smtp_client *c, unsigned i)
+static bool is_accepted(const struct smtp_client_tally *t, unsigned i)
 {
-	return c->accepted[i / 8] & (1u << (i % 8));
+	return t->accepted[i / 8] & (1u << (i % 8));
 }
 
 /* after_ehlo - capabilities known: STARTTLS first if wanted, else READY. */
@@ -531,13 +534,13 @@ static int on_mail(struct smtp_client *c, unsigned cls)
 
 static int on_rcpt(struct smtp_client *c, unsigned cls, struct smtp_client_ev *ev)
 {
-	unsigned i = c->rcpt_replied++;
+	unsigned i = c->tl.rcpt_replied++;
 
 	if (!c->is_mail_ok)
 		return H_CONTINUE;  /* the MAIL reply already applies to all */
 	if (cls == 2) {
-		c->accepted[i / 8] |= (uint8_t)(1u << (i % 8));
-		c->n_accepted++;
+		c->tl.accepted[i / 8] |= (uint8_t)(1u << (i % 8));
+		c->tl.n_accepted++;
 	}
 	ev->rcpt_index = i;
 	return SMTP_CLIENT_EV_RCPT_RESULT;
@@ -553,7 +556,7 @@ static void no_rcpt(struct smtp_client *c)
 
 static int on_data(struct smtp_client *c, unsigned cls, struct smtp_client_ev *ev)
 {
-	if (cls == 3 && c->n_accepted > 0 && !c->is_txn_over) {
+	if (cls == 3 && c->tl.n_accepted > 0 && !c->is_txn_over) {
 		c->is_data_go = true;
 		c->is_body_bol = true;
 		c->body_tail = 2;  /* as if after CRLF: an empty body is "." CRLF */
@@ -573,7 +576,7 @@ static int on_data(struct smtp_client *c, unsigned cls, struct smtp_client_ev *e
 	}
 	if (!c->is_mail_ok || c->is_txn_over)
 		return H_CONTINUE;  /* the MAIL reply already said it all */
-	if (c->n_accepted == 0) {
+	if (c->tl.n_accepted == 0) {
 		no_rcpt(c);
 		return H_CONTINUE;
 	}
@@ -591,7 +594,29 @@ static unsigned dot_replies(const struct smtp_client *c)
 {
 	if (!c->lim.is_lmtp || c->is_lone_dot || c->txn_status != SMTP_CLIENT_TXN_SENT)
 		return 1;
-	return c->n_accepted;
+	return c->tl.n_accepted;
+}
+
+/*
+ * dot_result - the DATA_RESULT of one end-of-data reply to a message that
+ * was sent, for the transaction whose tally is t: all accepted recipients
+ * (SMTP), or the next accepted one in RCPT order (LMTP).
+ */
+static int dot_result(const struct smtp_client *c, struct smtp_client_tally *t, unsigned cls,
+		      struct smtp_client_ev *ev)
+{
+	if (!c->lim.is_lmtp) {
+		if (cls == 2)
+			t->n_delivered = t->n_accepted;
+		ev->is_all = true;
+		return SMTP_CLIENT_EV_DATA_RESULT;
+	}
+	while (t->lmtp_next < t->rcpt_replied && !is_accepted(t, t->lmtp_next))
+		t->lmtp_next++;
+	ev->rcpt_index = t->lmtp_next++;
+	if (cls == 2)
+		t->n_delivered++;
+	return SMTP_CLIENT_EV_DATA_RESULT;
 }
 
 /* on_dot - a reply to "." or BDAT LAST; the handler pops the pipe itself. */
@@ -601,25 +626,32 @@ static int on_dot(struct smtp_client *c, unsigned cls, struct smtp_client_ev *ev
 
 	if (pipe_peek(c) == K_BDAT_LAST)
 		c->bdat_inflight--;
-	if (++c->dot_replied >= dot_replies(c)) {
+	if (++c->tl.dot_replied >= dot_replies(c)) {
 		pipe_pop(c);
 		c->is_txn_over = true;
 		c->is_dot_replied = was_sent;
 	}
 	if (!was_sent)
 		return H_CONTINUE;
-	if (!c->lim.is_lmtp) {
-		if (cls == 2)
-			c->n_delivered = c->n_accepted;
-		ev->is_all = true;
-		return SMTP_CLIENT_EV_DATA_RESULT;
+	return dot_result(c, &c->tl, cls, ev);
+}
+
+/*
+ * on_tail_dot - an end-of-data reply for the previous transaction (the
+ * current one began behind it, so it was sent and nothing else of it is
+ * outstanding); its TXN_DONE follows the last one.
+ */
+static int on_tail_dot(struct smtp_client *c, unsigned cls, struct smtp_client_ev *ev)
+{
+	struct smtp_client_tally *t = &c->tail;
+
+	ev->txn = c->tail_txn;
+	if (++t->dot_replied >= (c->lim.is_lmtp ? t->n_accepted : 1)) {
+		pipe_pop(c);
+		c->has_tail = false;
+		c->is_tail_done = true;
 	}
-	while (c->lmtp_next < c->rcpt_replied && !is_accepted(c, c->lmtp_next))
-		c->lmtp_next++;
-	ev->rcpt_index = c->lmtp_next++;
-	if (cls == 2)
-		c->n_delivered++;
-	return SMTP_CLIENT_EV_DATA_RESULT;
+	return dot_result(c, t, cls, ev);
 }
 
 static int on_bdat(struct smtp_client *c, unsigned cls, struct smtp_client_ev *ev)
@@ -667,8 +699,9 @@ static int handle_reply(struct smtp_client *c, struct smtp_client_ev *ev)
 	if (cls == 2 && kind == K_DATA)
 		return fail(c, SMTP_CLIENT_FAIL_PROTOCOL, "2xx_to_data", true, false);
 	ev->reply = &c->reply;
+	ev->txn = c->txn;
 	if (kind == K_DOT || kind == K_BDAT_LAST)
-		return on_dot(c, cls, ev);
+		return c->has_tail ? on_tail_dot(c, cls, ev) : on_dot(c, cls, ev);
 	pipe_pop(c);
 	switch (kind) {
 	case K_GREETING: return on_greeting(c, cls);
@@ -902,7 +935,7 @@ static bool pump_envelope(struct smtp_client *c)
 		/* BDAT, or lock-step DATA: only after every RCPT reply */
 		if (c->pipe_len)
 			return true;
-		if (c->n_accepted == 0) {
+		if (c->tl.n_accepted == 0) {
 			no_rcpt(c);
 			return true;
 		}
@@ -960,15 +993,42 @@ static bool body_wanted(const struct smtp_client *c)
 
 static void fill_done(const struct smtp_client *c, struct smtp_client_ev *ev)
 {
+	ev->txn = c->txn;
 	ev->done.status = (enum smtp_client_txn_status)c->txn_status;
-	ev->done.n_rcpt_accepted = c->n_accepted;
-	ev->done.n_rcpt_delivered = c->n_delivered;
+	ev->done.n_rcpt_accepted = c->tl.n_accepted;
+	ev->done.n_rcpt_delivered = c->tl.n_delivered;
 	ev->done.body_bytes = c->body_bytes;
+}
+
+/*
+ * next_ok - the next transaction may begin behind this one: PIPELINING,
+ * the end of data written for a message that was sent, and its reply the
+ * only one outstanding (so nothing can still change this transaction's
+ * course but that reply).
+ */
+static bool next_ok(const struct smtp_client *c)
+{
+	uint8_t head = pipe_peek(c);
+
+	return c->lim.use_pipelining_next && c->is_pipelining && c->st == ST_TXN &&
+	       !c->has_tail && !c->is_tail_done && c->is_body_done && !c->is_txn_over &&
+	       c->txn_status == SMTP_CLIENT_TXN_SENT && !c->is_lone_dot && c->pend == K_NONE &&
+	       c->pipe_len == 1 && (head == K_DOT || head == K_BDAT_LAST) && c->tl.dot_replied == 0;
 }
 
 /* one_shot - events of states that hand out one event and move on; -1 if none. */
 static int one_shot(struct smtp_client *c, struct smtp_client_ev *ev)
 {
+	if (c->is_tail_done && c->st != ST_FAILED && c->st != ST_CLOSED) {
+		c->is_tail_done = false;
+		ev->txn = c->tail_txn;
+		ev->done.status = SMTP_CLIENT_TXN_SENT;
+		ev->done.n_rcpt_accepted = c->tail.n_accepted;
+		ev->done.n_rcpt_delivered = c->tail.n_delivered;
+		ev->done.body_bytes = c->tail_body_bytes;
+		c->tail_txn = NULL;
+		return SMTP_CLIENT_EV_TXN_DONE;
+	}
 	switch (c->st) {
 	case ST_CLOSED:
 		return SMTP_CLIENT_EV_CLOSED;
@@ -1036,6 +1096,12 @@ int smtp_client_next(struct smtp_client *c, struct smtp_client_ev *ev)
 			? SMTP_CLIENT_EV_WAIT : SMTP_CLIENT_EV_FLUSH;
 			if (k == SMTP_CLIENT_EV_WAIT)
 				ev->wait = SMTP_CLIENT_WAIT_BODY;
+			break;
+		}
+		if (!c->is_next_offered && next_ok(c)) {
+			c->is_next_offered = true;
+			ev->wait = SMTP_CLIENT_WAIT_NEXT;
+			k = SMTP_CLIENT_EV_WAIT;
 			break;
 		}
 		if (c->pipe_len == 0)
@@ -1168,15 +1234,28 @@ int smtp_client_begin_txn(struct smtp_client *c, const struct smtp_client_txn *t
 {
 	int rc;
 
+	bool is_next;
+
 	if (c->st == ST_FAILED || c->st == ST_CLOSED)
 		return SMTP_CLIENT_E_FAILED;
-	if (c->st != ST_IDLE)
+	is_next = c->is_next_offered && next_ok(c);
+	if (c->st != ST_IDLE && !is_next)
 		return SMTP_CLIENT_E_STATE;
 	if ((rc = txn_check(c, t)) != 0)
 		return rc;
+	if (is_next) {
+		/* the current transaction becomes the tail: its end-of-data
+		 * reply is the pipe's head, ahead of everything of t */
+		c->tail_txn = c->txn;
+		c->tail_body_bytes = c->body_bytes;
+		memcpy(&c->tail, &c->tl, offsetof(struct smtp_client_tally, accepted) +
+		       (c->txn->n_rcpt + 7) / 8);
+		c->has_tail = true;
+	}
 	c->txn = t;
-	c->rcpt_sent = c->rcpt_replied = c->n_accepted = c->n_delivered = 0;
-	c->dot_replied = c->lmtp_next = 0;
+	c->rcpt_sent = 0;
+	memset(&c->tl, 0, offsetof(struct smtp_client_tally, accepted));
+	c->is_next_offered = false;
 	c->txn_status = SMTP_CLIENT_TXN_SENT;
 	c->is_mail_sent = c->is_mail_ok = c->is_mail_replied = false;
 	c->is_data_sent = c->is_data_go = c->is_body_done = c->is_txn_over = false;
@@ -1186,7 +1265,7 @@ int smtp_client_begin_txn(struct smtp_client *c, const struct smtp_client_txn *t
 	c->body_bytes = 0;
 	c->bdat_inflight = 0;
 	c->is_bdat = c->caps.chunking && c->lim.use_chunking;
-	memset(c->accepted, 0, (t->n_rcpt + 7) / 8);
+	memset(c->tl.accepted, 0, (t->n_rcpt + 7) / 8);
 	c->st = ST_TXN;
 	return 0;
 }

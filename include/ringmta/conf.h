@@ -190,6 +190,7 @@ struct conf {
 	size_t n_dns_servers;          /* 0 = use resolv_conf */
 	char resolv_conf[PATH_MAX];
 	unsigned max_messages_per_connection;
+	bool is_pipelining_next;       /* pipelining_next = yes */
 	unsigned destination_concurrency_limit;
 	struct conf_rate destination_rate_limit;
 	unsigned destination_recipient_limit;

@@ -16,6 +16,9 @@
  *         READY         EHLO done: ev.caps; a WAIT (TXN) follows
  *         WAIT          ev.wait says for what:
  *             TXN       idle: smtp_client_begin_txn(), _rset() or _quit()
+ *             NEXT      (use_pipelining_next) the next transaction may
+ *                       begin_txn() now, behind this one's end of data;
+ *                       or call _next to go on without
  *             BODY      smtp_client_body() with the next message bytes
  *             TLS       smtp_client_tls_done()
  *         MAIL_RESULT, RCPT_RESULT, DATA_RESULT   record ev.reply
@@ -46,6 +49,17 @@
  * (every RCPT, DATA or a BDAT chunk refused, or a host abort) the client
  * sends RSET before TXN_DONE; a refused RSET fails the connection (its
  * state is unknown).
+ *
+ * Across transactions (lim.use_pipelining_next, with PIPELINING): once
+ * a message's end of data ("." or BDAT LAST) is written and its reply is
+ * the only one outstanding, _next offers WAIT NEXT. A begin_txn() then
+ * writes the next transaction's MAIL, RCPTs and DATA right behind the
+ * end of data, in the same send (RFC 2920 3.1: message content may be
+ * the first "command" of a group), saving a round trip per message.
+ * Events stay in reply order: the first transaction's DATA_RESULT(s)
+ * and TXN_DONE come before any event of the next; ev.txn says which
+ * transaction an event is for. A FAILED then concerns both. Calling
+ * _next instead of begin_txn() declines; the offer is not repeated.
  *
  * Chunking (RFC 3030): when offered and lim.use_chunking, the body goes out
  * as BDAT chunks (no dot-stuffing), after the MAIL/RCPT replies are in;
@@ -183,6 +197,7 @@ struct smtp_client_limits {
 	bool require_tls;             /* fail (TLS_REQUIRED) when STARTTLS is not offered or is refused (default false) */
 	bool lenient_bare_lf;         /* accept a reply line ending in a bare LF (default false: PROTOCOL) */
 	bool lenient_8bit;            /* send a BODY=8BITMIME message to a peer without 8BITMIME, as is and without the parameter (default false: E_NEED_EXT) */
+	bool use_pipelining_next;     /* with PIPELINING: offer WAIT NEXT, the next transaction behind the end of data (default false) */
 };
 
 /* smtp_client_limits_default - fill lim with the defaults above; helo_name "localhost". */
@@ -272,6 +287,7 @@ enum smtp_client_wait {
 	SMTP_CLIENT_WAIT_TXN,   /* idle: begin_txn(), rset() (a probe) or quit() */
 	SMTP_CLIENT_WAIT_BODY,  /* body(): the next message bytes */
 	SMTP_CLIENT_WAIT_TLS,   /* tls_done() after the STARTTLS event */
+	SMTP_CLIENT_WAIT_NEXT,  /* end of data written, only its reply outstanding: begin_txn() pipelines the next transaction; _next declines */
 };
 
 /* enum smtp_client_fail - why the connection FAILED. */
@@ -334,6 +350,7 @@ struct smtp_client_ev {
 	enum smtp_client_wait wait;              /* WAIT */
 	const struct smtp_client_caps *caps;     /* READY */
 	const struct smtp_client_reply *reply;   /* *_RESULT; FAILED (NULL when no reply caused it) */
+	const struct smtp_client_txn *txn;       /* *_RESULT, TXN_DONE: the transaction (as given to begin_txn) */
 	unsigned rcpt_index;                     /* RCPT_RESULT; DATA_RESULT unless is_all */
 	bool is_all;                             /* DATA_RESULT: applies to every accepted recipient */
 	struct smtp_client_txn_done done;        /* TXN_DONE */
@@ -341,6 +358,19 @@ struct smtp_client_ev {
 	const char *reason;                      /* FAILED: constant name, e.g. "code_mismatch" */
 	enum smtp_client_phase phase;            /* FAILED: what we were waiting for */
 	bool is_quit_queued;                     /* FAILED: output ends with a QUIT to send before closing */
+};
+
+/*
+ * struct smtp_client_tally - the replies one transaction got so far (what
+ * its end-of-data replies are matched against).
+ */
+struct smtp_client_tally {
+	unsigned rcpt_replied;        /* RCPT replies seen */
+	unsigned n_accepted;
+	unsigned n_delivered;
+	unsigned dot_replied;         /* end-of-data replies seen (LMTP: per recipient) */
+	unsigned lmtp_next;           /* LMTP: index to search for the next accepted recipient */
+	uint8_t accepted[SMTP_CLIENT_RCPT_MAX / 8];  /* one bit per RCPT answered 2xx */
 };
 
 /*
@@ -365,11 +395,7 @@ struct smtp_client {
 	/* the transaction */
 	const struct smtp_client_txn *txn;
 	unsigned rcpt_sent;           /* RCPT commands written */
-	unsigned rcpt_replied;        /* RCPT replies seen */
-	unsigned n_accepted;
-	unsigned n_delivered;
-	unsigned dot_replied;         /* end-of-data replies seen (LMTP: per recipient) */
-	unsigned lmtp_next;           /* LMTP: index to search for the next accepted recipient */
+	struct smtp_client_tally tl;
 	uint8_t txn_status;           /* enum smtp_client_txn_status so far */
 	bool is_mail_sent, is_mail_ok, is_mail_replied;
 	bool is_data_sent;            /* DATA (or the first BDAT) written */
@@ -383,7 +409,14 @@ struct smtp_client {
 	uint8_t body_tail;            /* DATA body: 0 other, 1 ended in CR, 2 ended in CRLF */
 	uint64_t body_bytes;
 	unsigned bdat_inflight;
-	uint8_t accepted[SMTP_CLIENT_RCPT_MAX / 8];
+	bool is_next_offered;         /* WAIT NEXT was handed out for this transaction */
+	/* the previous transaction, when the current one began behind its end
+	 * of data: only its end-of-data reply is outstanding (pipe head) */
+	bool has_tail;
+	bool is_tail_done;            /* its TXN_DONE is to hand out */
+	const struct smtp_client_txn *tail_txn;
+	uint64_t tail_body_bytes;
+	struct smtp_client_tally tail;
 	/* replies outstanding: a FIFO of command kinds */
 	uint8_t pipe[SMTP_CLIENT_PIPE_MAX];
 	unsigned pipe_head, pipe_len;
@@ -443,7 +476,8 @@ int smtp_client_next(struct smtp_client *c, struct smtp_client_ev *ev);
 int smtp_client_tls_done(struct smtp_client *c);
 
 /*
- * smtp_client_begin_txn - start a transaction (after WAIT TXN). t and
+ * smtp_client_begin_txn - start a transaction (after WAIT TXN, or
+ * WAIT NEXT: then behind the previous one's end of data). t and
  * everything it points to are borrowed until TXN_DONE or FAILED. The
  * client writes MAIL, the RCPTs and DATA as the rules above allow; the
  * results come as events. SIZE= goes out when offered and t->has_size;
@@ -451,7 +485,8 @@ int smtp_client_tls_done(struct smtp_client *c);
  * NOTIFY and ORCPT only when DSN is offered (otherwise dropped: the host
  * decides about "relayed" notices, RFC 3461 4.1). Returns 0, or, with
  * nothing sent and the client still idle:
- *  SMTP_CLIENT_E_STATE    not idle (no WAIT TXN);
+ *  SMTP_CLIENT_E_STATE    not idle (no WAIT TXN), and not right after
+ *                         a WAIT NEXT;
  *  SMTP_CLIENT_E_FAILED   the connection failed or closed;
  *  SMTP_CLIENT_E_PARAM    n_rcpt 0 or > lim.max_rcpt, rcpt NULL, bad
  *                         ENVID/ORCPT (xtext, RFC 3461 4), bad body/ret;

@@ -2,7 +2,8 @@
  * fuzz_smtp_client - libFuzzer target for the outbound client.
  *
  * Input: byte 0 picks the limits (LMTP, pipelining, chunking, STARTTLS,
- * lenient bare LF, small reply limits) and the mode (bit 7):
+ * lenient bare LF, small reply limits, the next transaction pipelined
+ * behind the end of data) and the mode (bit 7):
  *  - split mode: the rest is the server's byte stream. A fixed host (two
  *    transactions, then QUIT) runs it fed whole and again fed in pieces
  *    whose sizes come from the stream's own bytes; the event logs and the
@@ -84,6 +85,8 @@ static void mix(struct trace *t, const void *p, size_t n)
 
 static void check_ev(struct trace *t, int k, const struct smtp_client_ev *ev)
 {
+	unsigned n_rcpt = t->n_rcpt;
+
 	if ((int)ev->kind != k)
 		FAIL("kind %d != %d", (int)ev->kind, k);
 	if (debug)
@@ -101,12 +104,22 @@ static void check_ev(struct trace *t, int k, const struct smtp_client_ev *ev)
 		mix(t, ev->reply->text, ev->reply->text_len);
 		mix(t, ev->reply->esc, strlen(ev->reply->esc));
 	}
+	if (ev->txn != NULL) {
+		/* the event's own transaction (with WAIT NEXT, maybe not the current one) */
+		if (ev->txn < txns || ev->txn >= txns + N_TXNS)
+			FAIL("ev.txn is not one of ours");
+		n_rcpt = ev->txn->n_rcpt;
+		mix(t, &(int){ (int)(ev->txn - txns) }, sizeof(int));
+	} else if (k == SMTP_CLIENT_EV_MAIL_RESULT || k == SMTP_CLIENT_EV_RCPT_RESULT ||
+		   k == SMTP_CLIENT_EV_DATA_RESULT || k == SMTP_CLIENT_EV_TXN_DONE) {
+		FAIL("%s without ev.txn", smtp_client_ev_name(k));
+	}
 	if ((k == SMTP_CLIENT_EV_RCPT_RESULT || (k == SMTP_CLIENT_EV_DATA_RESULT && !ev->is_all)) &&
-	    ev->rcpt_index >= t->n_rcpt)
-		FAIL("rcpt_index %u >= %u", ev->rcpt_index, t->n_rcpt);
+	    ev->rcpt_index >= n_rcpt)
+		FAIL("rcpt_index %u >= %u", ev->rcpt_index, n_rcpt);
 	if (k == SMTP_CLIENT_EV_TXN_DONE) {
 		if (ev->done.n_rcpt_delivered > ev->done.n_rcpt_accepted ||
-		    ev->done.n_rcpt_accepted > t->n_rcpt)
+		    ev->done.n_rcpt_accepted > n_rcpt)
 			FAIL("done counts");
 		mix(t, &ev->done, sizeof(ev->done));
 	}
@@ -161,6 +174,7 @@ static void limits(uint8_t f, struct smtp_client_limits *lim)
 	lim->use_starttls = f & 0x08;
 	lim->require_tls = (f & 0x18) == 0x18;
 	lim->lenient_bare_lf = f & 0x20;
+	lim->use_pipelining_next = (f & 0x18) == 0x10;
 	if (f & 0x40) {
 		lim->max_reply_line_bytes = 40;
 		lim->max_reply_lines = 3;
@@ -218,6 +232,15 @@ static uint64_t run_split(uint8_t f, const uint8_t *s, size_t len, bool split, s
 				boff = 0;
 			} else if (smtp_client_quit(&cl) != 0) {
 				FAIL("quit in WAIT TXN");
+			}
+		} else if (k == SMTP_CLIENT_EV_WAIT && ev.wait == SMTP_CLIENT_WAIT_NEXT) {
+			const struct smtp_client_txn *tx = &txns[((f >> 3) + n_txn) % N_TXNS];
+
+			/* begin behind the end of data, or decline (_next goes on) */
+			if (n_txn < 2 && smtp_client_begin_txn(&cl, tx) == 0) {
+				n_txn++;
+				t->n_rcpt = tx->n_rcpt;
+				boff = 0;
 			}
 		} else if (k == SMTP_CLIENT_EV_WAIT && ev.wait == SMTP_CLIENT_WAIT_BODY) {
 			const char *b = bodies[(n_txn + (f >> 4)) % N_BODIES];

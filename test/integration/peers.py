@@ -419,6 +419,8 @@ class Txn:
     data: bytes = b""               # dot-unstuffed, CRLF as sent
     replies: list = field(default_factory=list)   # end-of-data replies (LMTP: one per rcpt)
     t_end: float = 0.0
+    ahead: int = 0                  # client bytes already here when its end of data was read,
+                                    # before any reply to it: the next command pipelined behind
 
     @property
     def ok(self):
@@ -727,6 +729,7 @@ class ScriptSink:
                     txn = None
                     continue
                 txn.data = self._read_data(f)
+                txn.ahead = self._bytes_ahead(s, f)
                 if self.eom_delay:
                     with self.lock:
                         self.in_eom_delay += 1
@@ -773,6 +776,18 @@ class ScriptSink:
                 return
             else:
                 self._say(s, f, "502 5.5.2 Error: command not recognized")
+
+    def _bytes_ahead(self, s, f):
+        """_bytes_ahead - how many bytes the client sent past its end of data
+        without waiting for our reply (buffered or on the socket), without blocking."""
+        old = s.gettimeout()
+        s.settimeout(0.0)
+        try:
+            return len(f.peek(1))
+        except (BlockingIOError, OSError):
+            return 0
+        finally:
+            s.settimeout(old)
 
     def _read_data(self, f):
         lines = []

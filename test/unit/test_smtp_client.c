@@ -63,13 +63,14 @@ static const struct ttxn txns[] = {
 #define F_BARELF  0x20u
 #define F_LINE64  0x40u  /* max_reply_line_bytes 64 */
 #define F_LINES4  0x80u  /* max_reply_lines 4 */
+#define F_NEXT    0x100u /* use_pipelining_next; the log names each event's transaction (@n) */
 
 struct scase {
 	const char *name;
 	unsigned flags;
 	const char *server;    /* the server's bytes */
 	const char *server2;   /* after STARTTLS: the decrypted stream (or NULL) */
-	const char *actions;   /* host actions: T<n> begin txn n, Q quit, R rset probe, A<n> abort at the n-th WAIT BODY */
+	const char *actions;   /* host actions: T<n> begin txn n, Q quit, R rset probe, A<n> abort at the n-th WAIT BODY; at WAIT NEXT: T<n> begins, - (taken) or anything else declines */
 	const char *want_out;  /* exactly what the client sends */
 	const char *want_log;  /* the events */
 };
@@ -248,6 +249,82 @@ static const struct scase cases[] = {
 	  S_GREET S_EHLO_PIPE S_MAIL "550 5.1.1 no\r\n" S_GO, NULL, "T1",
 	  C_LHLO C_MAIL0 C_RC C_DATA,
 	  L_READY_PIPE L_MAIL "RCPT0 550 5.1.1 no; FAILED protocol 354_without_rcpt DATA_INIT 354; " },
+
+	/* --- the next transaction behind the end of data (RFC 2920 3.1) --- */
+	{ "next transaction pipelined behind the end of data", F_NEXT,
+	  S_GREET S_EHLO_PIPE S_MAIL S_RCPT S_GO S_QUEUED S_MAIL S_RCPT S_GO S_QUEUED S_BYE, NULL, "T0 T1 Q",
+	  C_EHLO C_MAIL0S C_RB C_DATA C_HELLO C_MAIL0 C_RC C_DATA C_HELLO C_QUIT,
+	  L_READY_PIPE "MAIL@0 250 2.1.0 ok; RCPT0@0 250 2.1.5 ok; NEXT T1; DATA*@0 250 2.0.0 queued; "
+	  "DONE@0 sent 1/1 7; MAIL@1 250 2.1.0 ok; RCPT0@1 250 2.1.5 ok; NEXT -; "
+	  "DATA*@1 250 2.0.0 queued; DONE@1 sent 1/1 7; CLOSED; " },
+	{ "three transactions back to back, one round trip each", F_NEXT,
+	  S_GREET S_EHLO_PIPE S_MAIL S_RCPT S_GO S_QUEUED S_MAIL S_RCPT S_GO S_QUEUED
+	  S_MAIL S_RCPT S_GO S_QUEUED S_BYE, NULL, "T0 T1 T0 Q",
+	  C_EHLO C_MAIL0S C_RB C_DATA C_HELLO C_MAIL0 C_RC C_DATA C_HELLO C_MAIL0S C_RB C_DATA C_HELLO C_QUIT,
+	  L_READY_PIPE "MAIL@0 250 2.1.0 ok; RCPT0@0 250 2.1.5 ok; NEXT T1; DATA*@0 250 2.0.0 queued; "
+	  "DONE@0 sent 1/1 7; MAIL@1 250 2.1.0 ok; RCPT0@1 250 2.1.5 ok; NEXT T0; "
+	  "DATA*@1 250 2.0.0 queued; DONE@1 sent 1/1 7; MAIL@0 250 2.1.0 ok; RCPT0@0 250 2.1.5 ok; NEXT -; "
+	  "DATA*@0 250 2.0.0 queued; DONE@0 sent 1/1 7; CLOSED; " },
+	{ "next transaction declined: it waits for the end-of-data reply", F_NEXT,
+	  S_GREET S_EHLO_PIPE S_MAIL S_RCPT S_GO S_QUEUED S_MAIL S_RCPT S_GO S_QUEUED S_BYE, NULL, "T0 - T1 Q",
+	  C_EHLO C_MAIL0S C_RB C_DATA C_HELLO C_MAIL0 C_RC C_DATA C_HELLO C_QUIT,
+	  L_READY_PIPE "MAIL@0 250 2.1.0 ok; RCPT0@0 250 2.1.5 ok; NEXT -; DATA*@0 250 2.0.0 queued; "
+	  "DONE@0 sent 1/1 7; MAIL@1 250 2.1.0 ok; RCPT0@1 250 2.1.5 ok; NEXT -; "
+	  "DATA*@1 250 2.0.0 queued; DONE@1 sent 1/1 7; CLOSED; " },
+	{ "end of data refused, the next transaction goes on", F_NEXT,
+	  S_GREET S_EHLO_PIPE S_MAIL S_RCPT S_GO "554 5.7.1 spam\r\n" S_MAIL S_RCPT S_GO S_QUEUED S_BYE, NULL, "T0 T1 Q",
+	  C_EHLO C_MAIL0S C_RB C_DATA C_HELLO C_MAIL0 C_RC C_DATA C_HELLO C_QUIT,
+	  L_READY_PIPE "MAIL@0 250 2.1.0 ok; RCPT0@0 250 2.1.5 ok; NEXT T1; DATA*@0 554 5.7.1 spam; "
+	  "DONE@0 sent 1/0 7; MAIL@1 250 2.1.0 ok; RCPT0@1 250 2.1.5 ok; NEXT -; "
+	  "DATA*@1 250 2.0.0 queued; DONE@1 sent 1/1 7; CLOSED; " },
+	{ "next transaction's MAIL refused behind the end of data: no DATA, no RSET", F_NEXT,
+	  S_GREET S_EHLO_PIPE S_MAIL S_RCPT S_GO S_QUEUED "452 4.3.1 queue full\r\n"
+	  "503 5.5.1 need MAIL\r\n" "503 5.5.1 need MAIL\r\n" S_BYE, NULL, "T0 T1 Q",
+	  C_EHLO C_MAIL0S C_RB C_DATA C_HELLO C_MAIL0 C_RC C_DATA C_QUIT,
+	  L_READY_PIPE "MAIL@0 250 2.1.0 ok; RCPT0@0 250 2.1.5 ok; NEXT T1; DATA*@0 250 2.0.0 queued; "
+	  "DONE@0 sent 1/1 7; MAIL@1 452 4.3.1 queue full; DONE@1 mail_refused 0/0 0; CLOSED; " },
+	{ "next transaction's RCPT refused: its 354 gets a lone dot, then RSET", F_NEXT,
+	  S_GREET S_EHLO_PIPE S_MAIL S_RCPT S_GO S_QUEUED S_MAIL "550 5.1.1 no c\r\n" S_GO
+	  "554 5.5.1 no valid recipients\r\n" S_OK S_BYE, NULL, "T0 T1 Q",
+	  C_EHLO C_MAIL0S C_RB C_DATA C_HELLO C_MAIL0 C_RC C_DATA ".\r\n" C_RSET C_QUIT,
+	  L_READY_PIPE "MAIL@0 250 2.1.0 ok; RCPT0@0 250 2.1.5 ok; NEXT T1; DATA*@0 250 2.0.0 queued; "
+	  "DONE@0 sent 1/1 7; MAIL@1 250 2.1.0 ok; RCPT0@1 550 5.1.1 no c; DONE@1 no_rcpt 0/0 0; CLOSED; " },
+	{ "421 at the end of data with the next transaction in flight", F_NEXT,
+	  S_GREET S_EHLO_PIPE S_MAIL S_RCPT S_GO S_421, NULL, "T0 T1 Q",
+	  C_EHLO C_MAIL0S C_RB C_DATA C_HELLO C_MAIL0 C_RC C_DATA,
+	  L_READY_PIPE "MAIL@0 250 2.1.0 ok; RCPT0@0 250 2.1.5 ok; NEXT T1; FAILED closing 421 DATA_END 421; " },
+	{ "EOF after the first end-of-data reply, next transaction in flight", F_NEXT,
+	  S_GREET S_EHLO_PIPE S_MAIL S_RCPT S_GO S_QUEUED, NULL, "T0 T1 Q",
+	  C_EHLO C_MAIL0S C_RB C_DATA C_HELLO C_MAIL0 C_RC C_DATA,
+	  L_READY_PIPE "MAIL@0 250 2.1.0 ok; RCPT0@0 250 2.1.5 ok; NEXT T1; DATA*@0 250 2.0.0 queued; "
+	  "DONE@0 sent 1/1 7; FAILED eof eof MAIL; " },
+	{ "no next transaction without PIPELINING", F_NEXT,
+	  S_GREET S_EHLO_PLAIN S_MAIL S_RCPT S_GO S_QUEUED S_MAIL S_RCPT S_GO S_QUEUED S_BYE, NULL, "T0 T1 Q",
+	  C_EHLO C_MAIL0 C_RB C_DATA C_HELLO C_MAIL0 C_RC C_DATA C_HELLO C_QUIT,
+	  "READY 8bit; MAIL@0 250 2.1.0 ok; RCPT0@0 250 2.1.5 ok; DATA*@0 250 2.0.0 queued; "
+	  "DONE@0 sent 1/1 7; MAIL@1 250 2.1.0 ok; RCPT0@1 250 2.1.5 ok; "
+	  "DATA*@1 250 2.0.0 queued; DONE@1 sent 1/1 7; CLOSED; " },
+	{ "LMTP: per-recipient end-of-data replies, then the next transaction's", F_NEXT | F_LMTP,
+	  S_GREET S_EHLO_PIPE S_MAIL S_RCPT "550 5.1.1 no c\r\n" S_RCPT S_GO
+	  "250 2.0.0 b ok\r\n" "452 4.2.2 d over quota\r\n" S_MAIL S_RCPT S_GO "250 2.0.0 c ok\r\n" S_BYE,
+	  NULL, "T3 T1 Q",
+	  C_LHLO C_MAILN C_RB C_RC C_RD C_DATA C_HI C_MAIL0 C_RC C_DATA C_HELLO C_QUIT,
+	  L_READY_PIPE "MAIL@3 250 2.1.0 ok; RCPT0@3 250 2.1.5 ok; RCPT1@3 550 5.1.1 no c; RCPT2@3 250 2.1.5 ok; "
+	  "NEXT T1; DATA0@3 250 2.0.0 b ok; DATA2@3 452 4.2.2 d over quota; DONE@3 sent 2/1 4; "
+	  "MAIL@1 250 2.1.0 ok; RCPT0@1 250 2.1.5 ok; NEXT -; DATA0@1 250 2.0.0 c ok; DONE@1 sent 1/1 7; CLOSED; " },
+	{ "BDAT LAST, then the next transaction in the same send", F_NEXT,
+	  S_GREET S_EHLO_CHUNK S_MAIL S_RCPT S_QUEUED S_MAIL S_RCPT S_QUEUED S_BYE, NULL, "T0 T1 Q",
+	  C_EHLO C_MAIL0 C_RB "BDAT 7 LAST\r\nHello\r\n" C_MAIL0 C_RC "BDAT 7 LAST\r\nHello\r\n" C_QUIT,
+	  "READY pipe 8bit chunk; MAIL@0 250 2.1.0 ok; RCPT0@0 250 2.1.5 ok; NEXT T1; DATA*@0 250 2.0.0 queued; "
+	  "DONE@0 sent 1/1 7; MAIL@1 250 2.1.0 ok; RCPT0@1 250 2.1.5 ok; NEXT -; "
+	  "DATA*@1 250 2.0.0 queued; DONE@1 sent 1/1 7; CLOSED; " },
+	{ "BDAT: the next transaction once only the LAST reply is outstanding", F_NEXT,
+	  S_GREET S_EHLO_CHUNK S_MAIL S_RCPT S_OK S_OK S_QUEUED S_MAIL S_RCPT S_QUEUED S_BYE, NULL, "T11 T1 Q",
+	  C_EHLO C_MAIL0 C_RB "BDAT 7\r\nHello\r\nBDAT 7\r\nWorld\r\nBDAT 3 LAST\r\n!\r\n"
+	  C_MAIL0 C_RC "BDAT 7 LAST\r\nHello\r\n" C_QUIT,
+	  "READY pipe 8bit chunk; MAIL@11 250 2.1.0 ok; RCPT0@11 250 2.1.5 ok; NEXT T1; DATA*@11 250 2.0.0 queued; "
+	  "DONE@11 sent 1/1 17; MAIL@1 250 2.1.0 ok; RCPT0@1 250 2.1.5 ok; NEXT -; "
+	  "DATA*@1 250 2.0.0 queued; DONE@1 sent 1/1 7; CLOSED; " },
 
 	/* --- BDAT (RFC 3030) --- */
 	{ "BDAT with PIPELINING", 0,
@@ -448,8 +525,14 @@ static const char *const status_names[] = {
 	"sent", "mail_refused", "no_rcpt", "data_refused", "aborted",
 };
 
+static bool g_log_txn;   /* the case has F_NEXT: name each event's transaction */
+
 static void log_ev(struct run *r, const struct smtp_client_ev *ev)
 {
+	char at[16] = "";
+
+	if (g_log_txn && ev->txn != NULL)
+		snprintf(at, sizeof(at), "@%d", (int)((const struct ttxn *)(const void *)ev->txn - txns));
 	switch (ev->kind) {
 	case SMTP_CLIENT_EV_READY: {
 		const struct smtp_client_caps *k = ev->caps;
@@ -467,17 +550,17 @@ static void log_ev(struct run *r, const struct smtp_client_ev *ev)
 		break;
 	}
 	case SMTP_CLIENT_EV_STARTTLS: logf_(r, "STARTTLS"); break;
-	case SMTP_CLIENT_EV_MAIL_RESULT: logf_(r, "MAIL"); log_reply(r, ev->reply); break;
-	case SMTP_CLIENT_EV_RCPT_RESULT: logf_(r, "RCPT%u", ev->rcpt_index); log_reply(r, ev->reply); break;
+	case SMTP_CLIENT_EV_MAIL_RESULT: logf_(r, "MAIL%s", at); log_reply(r, ev->reply); break;
+	case SMTP_CLIENT_EV_RCPT_RESULT: logf_(r, "RCPT%u%s", ev->rcpt_index, at); log_reply(r, ev->reply); break;
 	case SMTP_CLIENT_EV_DATA_RESULT:
 		if (ev->is_all)
-			logf_(r, "DATA*");
+			logf_(r, "DATA*%s", at);
 		else
-			logf_(r, "DATA%u", ev->rcpt_index);
+			logf_(r, "DATA%u%s", ev->rcpt_index, at);
 		log_reply(r, ev->reply);
 		break;
 	case SMTP_CLIENT_EV_TXN_DONE:
-		logf_(r, "DONE %s %u/%u %llu", status_names[ev->done.status], ev->done.n_rcpt_accepted,
+		logf_(r, "DONE%s %s %u/%u %llu", at, status_names[ev->done.status], ev->done.n_rcpt_accepted,
 		      ev->done.n_rcpt_delivered, (unsigned long long)ev->done.body_bytes);
 		break;
 	case SMTP_CLIENT_EV_CLOSED: logf_(r, "CLOSED"); break;
@@ -628,6 +711,30 @@ static void host_wait_txn(struct smtp_client *c, struct host *h, struct run *r)
 		logf_(r, "ERR %s; ", smtp_client_err_name(rc));
 }
 
+/* host_wait_next - WAIT NEXT: begin the next T action now, or decline. */
+static void host_wait_next(struct smtp_client *c, struct host *h, struct run *r)
+{
+	unsigned n;
+	char a = next_action(h, &n, false);
+	int rc;
+
+	if (a != 'T') {
+		if (a == '-')
+			next_action(h, &n, true);
+		logf_(r, "NEXT -; ");
+		return;
+	}
+	next_action(h, &n, true);
+	logf_(r, "NEXT T%u; ", n);
+	h->tx = &txns[n];
+	h->piece = 0;
+	h->off = 0;
+	h->n_body_waits = 0;
+	rc = smtp_client_begin_txn(c, &txns[n].t);
+	if (rc)
+		logf_(r, "ERR %s; ", smtp_client_err_name(rc));
+}
+
 static void host_wait_body(struct smtp_client *c, struct host *h, struct run *r)
 {
 	unsigned n;
@@ -665,6 +772,7 @@ static void lim_of(const struct scase *sc, struct smtp_client_limits *lim)
 		lim->max_reply_line_bytes = 64;
 	if (sc->flags & F_LINES4)
 		lim->max_reply_lines = 4;
+	lim->use_pipelining_next = sc->flags & F_NEXT;
 }
 
 static struct smtp_client client;
@@ -682,6 +790,7 @@ static void run_case(const struct scase *sc, long split, int drain, struct run *
 	r->out_len = 0;
 	r->fl_p = NULL;
 	lim_of(sc, &lim);
+	g_log_txn = sc->flags & F_NEXT;
 	smtp_client_init(c, &lim);
 	for (; steps < 100000 && !r->is_broken; steps++) {
 		int k = smtp_client_next(c, &ev);
@@ -701,6 +810,8 @@ static void run_case(const struct scase *sc, long split, int drain, struct run *
 			host_wait_txn(c, &h, r);
 		else if (k == SMTP_CLIENT_EV_WAIT && ev.wait == SMTP_CLIENT_WAIT_BODY)
 			host_wait_body(c, &h, r);
+		else if (k == SMTP_CLIENT_EV_WAIT && ev.wait == SMTP_CLIENT_WAIT_NEXT)
+			host_wait_next(c, &h, r);
 		else if (k == SMTP_CLIENT_EV_WAIT && ev.wait == SMTP_CLIENT_WAIT_TLS) {
 			T_EQ_INT(smtp_client_tls_done(c), 0);
 			f.s = sc->server2 ? sc->server2 : "";
