@@ -78,6 +78,17 @@
  * sites share one limit). */
 #define DELIVER_SITE_SLOTS 65536
 static _Atomic unsigned site_conn_count[DELIVER_SITE_SLOTS];
+/*
+ * DELIVER_NEXT_HOLD_MS - how long a connection whose transaction just
+ * began counts as the taker of one queued message at its WAIT NEXT (the
+ * next transaction pipelined behind the end of data: one round trip and
+ * one send per message instead of two, here and at the peer). While it
+ * counts, site_pump leaves that message to it rather than waking an idle
+ * connection, which would need two round trips anyway. A peer slower than
+ * this to ask for the body loses the claim; the message then goes to the
+ * next connection free, or at the next pump (at most a tick away).
+ */
+#define DELIVER_NEXT_HOLD_MS 500
 /* DELIVER_DIAG_MAX - remote reply text kept per failed recipient. */
 #define DELIVER_DIAG_MAX 1024
 
@@ -178,6 +189,7 @@ struct site {
 	unsigned q_len;
 	struct conn *conns;         /* every connection of the site */
 	unsigned n_conns, n_connecting;
+	unsigned n_new_claims;      /* next_claim()s begun since site_pump last reset it */
 	struct queue_dest health;
 	int64_t rate_window_ms;     /* start of the current rate window */
 	unsigned rate_used;
@@ -212,6 +224,7 @@ struct conn {
 	uint8_t *answered;          /* per txn recipient: has a result */
 	struct dtxn *tail;          /* the previous txn, when txn began behind its end of data (WAIT NEXT): only that reply is outstanding */
 	uint8_t *tail_answered;
+	int64_t next_by_ms;         /* txn may take a queued message at its WAIT NEXT until then (0: no) */
 	struct spool_reader *rd;
 	const uint8_t *body_p;
 	size_t body_len;
@@ -1892,6 +1905,11 @@ static bool conn_take_txn(struct conn *c)
 			c->txn = t;
 			c->body_len = 0;
 			c->is_body_end = false;
+			c->next_by_ms = d->lim.use_pipelining_next && smtp_client_caps(c->cl)->pipelining &&
+					!t->ct.is_probe &&
+					c->n_msgs + 2 < d->conf->max_messages_per_connection
+				? d->r->now_ms + DELIVER_NEXT_HOLD_MS : 0;
+			st->n_new_claims += c->next_by_ms != 0;
 			return true;
 		}
 		free(c->answered);
@@ -1927,6 +1945,7 @@ static bool conn_take_txn(struct conn *c)
  */
 static void conn_take_next(struct conn *c)
 {
+	c->next_by_ms = 0;
 	if (c->txn == NULL || c->tail != NULL || c->site->q_head == NULL || c->d->is_stopping ||
 	    c->n_msgs + 1 >= c->d->conf->max_messages_per_connection)
 		return;
@@ -2185,6 +2204,8 @@ static void conn_pump(struct conn *c)
 		case SMTP_CLIENT_EV_TXN_DONE: {
 			struct queue_outcome o;
 			c->n_msgs++;
+			if (c->tail == NULL || ev.txn != &c->tail->ct)
+				c->next_by_ms = 0;   /* ended without WAIT NEXT */
 			/* anything unanswered (cannot happen in a sane peer) */
 			queue_classify_fault(QUEUE_FAULT_PROTOCOL, &o);
 			if (c->tail != NULL && ev.txn == &c->tail->ct)
@@ -2239,19 +2260,36 @@ static void conn_open(struct deliver *d, struct site *st)
 
 /* ---- sites ------------------------------------------------------------------------- */
 
-/* site_pump - give st's queue to idle connections, open more as allowed. */
+/* next_claim - c will take one queued message at its WAIT NEXT (see DELIVER_NEXT_HOLD_MS). */
+static bool next_claim(const struct conn *c)
+{
+	return c->st == CONN_UP && c->txn != NULL && c->next_by_ms > c->d->r->now_ms;
+}
+
+/*
+ * site_pump - give st's queue to idle connections, open more as allowed;
+ * but leave as many messages as there are connections about to take one
+ * behind their end of data (next_claim).
+ */
 static void site_pump(struct deliver *d, struct site *st)
 {
 	struct conn *c, *next;
 	unsigned limit = d->conf->destination_concurrency_limit;
+	unsigned n_claims = 0;
 
 	if (st->q_len == 0 || d->is_stopping)
 		return;
-	for (c = st->conns; c != NULL && st->q_len > 0; c = next) {
+	for (c = st->conns; c != NULL; c = c->next)
+		n_claims += next_claim(c);
+	/* a connection woken here may claim too (counted by conn_take_txn:
+	 * c itself may be gone after its pump) */
+	st->n_new_claims = 0;
+	for (c = st->conns; c != NULL && st->q_len > n_claims + st->n_new_claims; c = next) {
 		next = c->next;
 		if (c->st == CONN_UP && c->is_idle && c->txn == NULL && !c->is_quitting)
 			conn_pump(c);
 	}
+	n_claims += st->n_new_claims;
 	if (queue_dest_is_dead(&st->health, &d->dest_policy, d->r->now_ms) && st->n_conns == 0) {
 		struct queue_outcome o;
 		queue_classify_fault(QUEUE_FAULT_CONN_REFUSED, &o);
@@ -2260,7 +2298,7 @@ static void site_pump(struct deliver *d, struct site *st)
 				NULL);
 		return;
 	}
-	while (st->q_len > st->n_connecting && st->n_conns < limit &&
+	while (st->q_len > st->n_connecting + n_claims && st->n_conns < limit &&
 	       queue_dest_may_connect(&st->health, &d->dest_policy, d->r->now_ms, st->n_conns)) {
 		/* the limit is the process's: every reactor counts here */
 		unsigned n = atomic_fetch_add_explicit(&site_conn_count[st->slot], 1,
