@@ -136,6 +136,9 @@ void reactor_recv(struct reactor *r, const void *obj, unsigned op, int fd)
 	io_uring_prep_recv(sqe, fd, NULL, r->buf_bytes, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = REACTOR_BGID;
+	/* armed when the peer owes us its next line: skip the receive
+	 * attempt that would find nothing and go straight to the poll */
+	sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
 	reactor_sqe_tag(sqe, obj, op);
 }
 
