@@ -291,6 +291,7 @@ struct spool_msg {
 	enum msg_state state;
 	enum msg_kind kind;
 	int status;			/* per item, from the batch txn */
+	bool is_rec_written;		/* UPDATE/DONE: its record is in the segment */
 	uint64_t id;
 	char id_str[SPOOL_ID_BYTES + 1];
 	bool is_on_disk;
@@ -903,8 +904,12 @@ struct rec_in {
 	uint8_t *ext;
 };
 
-/* MAX_RECS_PER_WRITE - the last CHUNK and the COMMIT go out together. */
-#define MAX_RECS_PER_WRITE 2
+/*
+ * MAX_RECS_PER_WRITE - records one pwritev carries: a message's last
+ * CHUNK and its COMMIT, or the UPDATE/DONE records of a batch
+ * (items_write).
+ */
+#define MAX_RECS_PER_WRITE 64
 
 /* rec_header - fill a record header, crc32c seeded with the segment's. */
 static void rec_header(uint8_t h[REC_HDR_BYTES], uint32_t seed, const struct rec_in *r)
@@ -1015,6 +1020,7 @@ static struct spool_msg *msg_get(struct spool_shard *sh)
 	m->sh = sh;
 	m->kind = KIND_COMMIT;
 	m->status = 0;
+	m->is_rec_written = false;
 	m->next = m->prev = NULL;
 	m->is_on_disk = false;
 	m->gen = 0;
@@ -1324,16 +1330,22 @@ static int item_check(struct spool_shard *sh, const char *ids, uint64_t *id,
 	return rc != 0 ? lmdb_err(err, rc, "mdb_get") : 0;
 }
 
-/* item_add - write an UPDATE or DONE record and queue it on the batch. */
+/*
+ * item_add - queue an UPDATE or DONE on the batch; its record is written
+ * with the batch's others just before the fdatasync (items_write). The
+ * segment must exist now, so the batch has one to sync.
+ */
 static int item_add(struct spool_shard *sh, enum msg_kind kind, uint64_t id,
 		    const struct rm_buf *payload, void *owner, struct rm_err *err)
 {
-	struct spool_msg *m = msg_get(sh);
-	unsigned type = kind == KIND_UPDATE ? SPOOL_REC_RCPT_STATE : SPOOL_REC_DONE;
+	struct spool_msg *m;
 	int rc;
 
-	if (m == NULL)
+	if (sh->cur.fd < 0 && (rc = seg_reserve(sh, 0, err)) < 0)
+		return rc;
+	if ((m = msg_get(sh)) == NULL)
 		return rm_err_set(err, -ENOMEM, "spool: queue update: %s", strerror(ENOMEM));
+
 	m->kind = kind;
 	m->id = id;
 	id_format(id, m->id_str);
@@ -1341,14 +1353,40 @@ static int item_add(struct spool_shard *sh, enum msg_kind kind, uint64_t id,
 		msg_put(m);
 		return rm_err_set(err, -ENOMEM, "spool: queue update: %s", strerror(ENOMEM));
 	}
-	if ((rc = seg_append(sh, type, 0, id, m->value.data, m->value.len, NULL, err)) < 0) {
-		msg_put(m);
-		return rc;
-	}
 	m->owner = owner;
 	m->state = MSG_PENDING;
 	list_add(&sh->pending, m);
 	return 0;
+}
+
+/*
+ * items_write - the UPDATE and DONE records queued since the last batch,
+ * MAX_RECS_PER_WRITE to a pwritev: the deliveries finished in one loop
+ * cost one write, not one each. An item whose record cannot be written
+ * fails (m->status; the index is not touched for it): its message stays
+ * as it was, to be tried again.
+ */
+static void items_write(struct spool_shard *sh)
+{
+	struct rec_in r[MAX_RECS_PER_WRITE];
+	struct spool_msg *grp[MAX_RECS_PER_WRITE];
+	struct spool_msg *m = sh->pending.head;
+	int n, rc;
+
+	while (m != NULL) {
+		for (n = 0; m != NULL && n < MAX_RECS_PER_WRITE; m = m->next) {
+			if (m->kind == KIND_COMMIT || m->is_rec_written)
+				continue;
+			m->is_rec_written = true;
+			r[n] = (struct rec_in){ m->kind == KIND_UPDATE ? SPOOL_REC_RCPT_STATE
+						: SPOOL_REC_DONE, 0, m->id, m->value.data,
+						m->value.len, NULL };
+			grp[n++] = m;
+		}
+		if (n > 0 && (rc = seg_append_n(sh, r, n, NULL)) < 0)
+			for (int i = 0; i < n; i++)
+				grp[i]->status = rc;
+	}
 }
 
 int spool_shard_update(struct spool_shard *sh, const char *id,
@@ -1630,9 +1668,13 @@ static int index_apply(struct spool_shard *sh, MDB_txn *txn, struct spool_msg *m
 	case KIND_COMMIT:
 		return index_put_msg(sp, txn, m->id, m->due, m->value.data, m->value.len);
 	case KIND_UPDATE:
+		if (m->status < 0)
+			return 0;	/* its record was not written */
 		rc = index_update(sp, txn, m->id, m->value.data, m->value.len, &sh->scratch);
 		break;
 	default:
+		if (m->status < 0)
+			return 0;
 		rc = index_del_msg(sp, txn, m->id);
 		break;
 	}
@@ -1678,6 +1720,7 @@ int spool_shard_sync_begin(struct spool_shard *sh)
 {
 	if (sh->sync != SYNC_NONE || sh->pending.head == NULL)
 		return -1;
+	items_write(sh);	/* may rotate: then the retired segment goes first */
 	if (sh->n_retired > 0) {
 		sh->sync = SYNC_RETIRED;
 		return sh->retired[0].fd;

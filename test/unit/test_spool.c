@@ -1593,6 +1593,67 @@ static struct state_seen states(struct spool *sp, bool by_due, int64_t until)
 	return s;
 }
 
+/*
+ * test_item_write_error - UPDATE and DONE records go out together at the
+ * batch (items_write); when that write fails (RLIMIT_FSIZE at the file's
+ * size) each item reports the error and the index keeps the message as it
+ * was; once writes work again the same calls succeed.
+ */
+static void test_item_write_error(void)
+{
+	const char *dir = new_dir("item_write_error");
+	struct spool_opts o = opts(dir);
+	struct spool *sp;
+	struct spool_shard *sh;
+	struct ack a, b, u, d;
+	struct rm_err err;
+	struct rlimit old, rl;
+	char seg[700], idx[700];
+
+	T_CASE("item_write_error_keeps_message");
+	o.prealloc_bytes = 0;
+	sp = open_or_die(&o);
+	sh = shard_or_die(sp, 0);
+	/* b is big, so the segment outgrows the index file: the limit below
+	 * then stops segment appends but not the index's writes */
+	T_EQ_INT(put(sh, 300, 1, 300, &a, true), 0);
+	T_EQ_INT(put(sh, 2u << 20, 2, 65536, &b, true), 0);
+	last_segment(dir, seg, sizeof(seg));
+	snprintf(idx, sizeof(idx), "%s/index/data.mdb", dir);
+	T_CHECK(file_size(seg) > file_size(idx) + 65536, "segment %lld, index %lld",
+		(long long)file_size(seg), (long long)file_size(idx));
+	getrlimit(RLIMIT_FSIZE, &old);
+	rl = old;
+	rl.rlim_cur = (rlim_t)file_size(seg);
+	signal(SIGXFSZ, SIG_IGN);
+	T_EQ_INT(setrlimit(RLIMIT_FSIZE, &rl), 0);
+	struct spool_rcpt_update up = { 0, SPOOL_RCPT_PENDING, 1, 99 };
+	memset(&u, 0, sizeof(u));
+	memset(&d, 0, sizeof(d));
+	T_EQ_INT(spool_shard_update(sh, a.id, &up, 1, &u, &err), 0);
+	T_EQ_INT(spool_shard_done(sh, b.id, &d, &err), 0);
+	drive(sh);
+	T_EQ_INT(setrlimit(RLIMIT_FSIZE, &old), 0);
+	signal(SIGXFSZ, SIG_DFL);
+	T_EQ_INT(u.calls, 1);
+	T_CHECK(u.status < 0, "update status %d, want an error", u.status);
+	T_EQ_INT(d.calls, 1);
+	T_CHECK(d.status < 0, "done status %d, want an error", d.status);
+	T_EQ_INT(list(sp).n, 2);		/* b not removed */
+	T_EQ_INT(states(sp, true, INT64_MAX - 1).n, 2);	/* a's state unchanged */
+	T_EQ_INT(file_size(seg), data_end(seg));	/* the torn write was cut back */
+	T_CASE("item_write_after_error_works");
+	T_EQ_INT(spool_shard_done(sh, b.id, &d, &err), 0);
+	drive(sh);
+	T_EQ_INT(d.status, 0);
+	T_EQ_INT(list(sp).n, 1);
+	spool_shard_close(sh);
+	spool_close(sp);
+	sp = open_or_die(&o);
+	T_EQ_INT(list(sp).n, 1);
+	spool_close(sp);
+}
+
 static void test_update_and_done(void)
 {
 	const char *dir = new_dir("update");
@@ -2273,6 +2334,7 @@ int main(void)
 	test_sync_failure();
 	test_write_error();
 	test_fill_error();
+	test_item_write_error();
 	test_due_and_ids();
 	test_update_and_done();
 	test_get_and_hold();
