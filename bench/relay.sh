@@ -38,9 +38,9 @@
 #           set-up errors, 2 on usage.
 # --quick:  smoke run: 500 messages (50 at 100 KiB), 1 repetition; exit 4
 #           if a run failed (deploy/dev.sh test runs it).
-# ringmta:  until the delivery engine exists (issue 4), `ringmta
-#           --check-config -o delivery=yes` fails and its rows read
-#           "n/a (no delivery engine)"; the other systems still run.
+# ringmta:  a build without the delivery engine (`ringmta --check-config
+#           -o delivery=yes` fails) gets rows that read "n/a (no delivery
+#           engine)"; the other systems still run.
 # Env:      RINGMTA_BIN (default <repo>/build/ringmta), BENCH_TMP.
 # Standards: RFC 5321, RFC 2033 (LMTP); smtp-source(1), smtp-sink(1),
 #           postconf(5), Dovecot 2.3 settings.
