@@ -1872,8 +1872,8 @@ static void on_send(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 	conn_pump(c);
 }
 
-/* conn_take_txn - give idle c the next transaction of its site, if the
- * site's rate allows; false when there is none. */
+/* conn_take_txn - give c (idle, or at WAIT NEXT) the next transaction of
+ * its site, if the site's rate allows; false when there is none. */
 static bool conn_take_txn(struct conn *c)
 {
 	struct deliver *d = c->d;
