@@ -333,6 +333,7 @@ static int plan_entry(void *arg, const struct spool_entry *e)
 		p->u[p->n_u].state = SPOOL_RCPT_PENDING;
 		p->u[p->n_u].attempts = r->attempts;
 		p->u[p->n_u].next_attempt_unix = next;
+		p->u[p->n_u].flags = r->flags;
 		p->n_u++;
 	}
 	return 0;

@@ -121,6 +121,7 @@ struct drcpt {
 	bool is_final;              /* delivered by LMTP: into the mailbox */
 	bool is_peer_dsn;           /* delivered to a peer that offered DSN */
 	bool is_delay_notice;       /* deferred past delay_warning_time: tell the sender */
+	unsigned flags;             /* SPOOL_RCPT_F_* as stored */
 };
 
 /* struct dmsg - a message in flight. */
@@ -730,31 +731,21 @@ static void msg_committed(struct spool_owner *o, const char *queue_id, int statu
 static void verify_done(struct deliver *d, struct dmsg *m);
 
 /*
- * delay_notice_due - is this deferral of r the first attempt made after
- * delay_warning_time? The spool keeps no "warned" flag, so the previous
- * attempt's time is estimated from this attempt's due time less the
- * nominal retry step that scheduled it (the jitter makes it +-10 % of one
- * step): the notice goes out once, at the first attempt past the mark
- * (rarely twice, when the jitter straddles it). r->attempts already
- * counts this attempt; r->next_attempt_unix is still its due time.
+ * delay_notice_due - is this deferral of r the first one made at or after
+ * delay_warning_time? The spool keeps a per-recipient flag
+ * (SPOOL_RCPT_F_DELAY_NOTIFIED), so the notice goes out exactly once,
+ * whatever the retry steps, their jitter or a held-off destination did to
+ * the attempt times.
  */
 static bool delay_notice_due(struct deliver *d, const struct dmsg *m, const struct drcpt *r,
 			     int64_t now_ms)
 {
 	const struct conf *c = d->conf;
-	int64_t mark, prev;
 
-	if (c->delay_warning_time_ms == 0 || !dsn_should_notify(m->sender, r->notify, DSN_KIND_DELAY))
+	if (c->delay_warning_time_ms == 0 || (r->flags & SPOOL_RCPT_F_DELAY_NOTIFIED) ||
+	    !dsn_should_notify(m->sender, r->notify, DSN_KIND_DELAY))
 		return false;
-	mark = m->arrival_unix * 1000 + (int64_t)c->delay_warning_time_ms;
-	if (now_ms < mark)
-		return false;
-	if (r->attempts <= 1)
-		return true;    /* the first attempt is already past the mark */
-	prev = r->next_attempt_unix * 1000 -
-	       (int64_t)queue_retry_delay_ms(c->retry_schedule_ms, c->n_retry_schedule,
-					     r->attempts - 1, UINT32_C(0x80000000));
-	return prev < mark;
+	return now_ms >= m->arrival_unix * 1000 + (int64_t)c->delay_warning_time_ms;
 }
 
 static void msg_finalize(struct deliver *d, struct dmsg *m)
@@ -818,6 +809,7 @@ static void msg_finalize(struct deliver *d, struct dmsg *m)
 							  r->attempts, now_ms_wall, rand32(d));
 			if (delay_notice_due(d, m, r, now_ms_wall)) {
 				r->is_delay_notice = true;
+				r->flags |= SPOOL_RCPT_F_DELAY_NOTIFIED;
 				any_delay_notice = true;
 			}
 			if (next > expiry_ms)
@@ -829,6 +821,7 @@ static void msg_finalize(struct deliver *d, struct dmsg *m)
 		u[n_u].state = r->state;
 		u[n_u].attempts = r->attempts;
 		u[n_u].next_attempt_unix = r->next_attempt_unix;
+		u[n_u].flags = r->flags;
 		n_u++;
 	}
 	if (any_failed && bounce(d, m, DSN_KIND_FAILURE) < 0) {
@@ -1214,6 +1207,7 @@ static int msg_start_as(struct deliver *d, const struct spool_entry *e, struct v
 		r->state = e->rcpts[i].state;
 		r->attempts = e->rcpts[i].attempts;
 		r->next_attempt_unix = e->rcpts[i].next_attempt_unix;
+		r->flags = e->rcpts[i].flags;
 		r->is_due = r->state == SPOOL_RCPT_PENDING && r->next_attempt_unix <= now;
 	}
 	slots = calloc(e->n_rcpts ? e->n_rcpts : 1, sizeof(*slots));

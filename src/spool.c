@@ -53,9 +53,10 @@
  *   index value: u32 version, u32 shard, u32 n_extents, u32 commit length,
  *     u32 first seqno (oldest segment with a record of it), u32 0,
  *     extents {u32 seqno, u32 length, u64 record offset}, the COMMIT
- *     payload, rcpt states {u8 state, u8 0, u16 attempts, u32 0,
+ *     payload, rcpt states {u8 state, u8 flags (SPOOL_RCPT_F_*; 0 in
+ *     spools written before they existed), u16 attempts, u32 0,
  *     i64 next attempt}
- *   RCPT_STATE payload: u32 n, n x {u32 rcpt, u8 state, u8 0,
+ *   RCPT_STATE payload: u32 n, n x {u32 rcpt, u8 state, u8 flags,
  *     u16 attempts, i64 next attempt}
  *   DONE payload: empty; flag DONE_ABORTED: the message was never
  *     acknowledged (aborted, or refused after its COMMIT)
@@ -672,6 +673,7 @@ static int entry_fill(struct spool_entry *e, uint64_t id,
 		if (rcpt_get(&p, cv->end, &r[i]) < 0)
 			return SPOOL_ECORRUPT;
 		r[i].state = s[0];
+		r[i].flags = s[1];
 		r[i].attempts = get_le16(s + 2);
 		r[i].next_attempt_unix = (int64_t)get_le64(s + 8);
 	}
@@ -1409,11 +1411,12 @@ int spool_shard_update(struct spool_shard *sh, const char *id,
 		return rm_err_set(err, -ENOMEM, "spool: %s: %s", id, strerror(ENOMEM));
 	for (size_t i = 0; i < n_u; i++) {
 		if (u[i].rcpt >= n_rcpts || u[i].state > SPOOL_RCPT_FAILED ||
-		    u[i].attempts > 0xffff)
+		    u[i].attempts > 0xffff || (u[i].flags & ~SPOOL_RCPT_F_ALL) != 0)
 			return rm_err_set(err, -EINVAL, "spool: %s: bad update %zu", id, i);
 		memset(e, 0, sizeof(e));
 		put_le32(e, u[i].rcpt);
 		e[4] = (uint8_t)u[i].state;
+		e[5] = (uint8_t)u[i].flags;
 		put_le16(e + 6, (uint16_t)u[i].attempts);
 		put_le64(e + 8, (uint64_t)u[i].next_attempt_unix);
 		if (rm_buf_append(b, e, sizeof(e)) < 0)
@@ -1648,6 +1651,7 @@ static int index_update(struct spool *sp, MDB_txn *txn, uint64_t id,
 			continue;
 		uint8_t *w = tmp->data + (vv.rstates - tmp->data) + (size_t)r * RSTATE_BYTES;
 		w[0] = e[4];
+		w[1] = e[5];
 		memcpy(w + 2, e + 6, 2);
 		memcpy(w + 8, e + 8, 8);
 	}

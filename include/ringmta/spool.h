@@ -259,6 +259,7 @@ struct spool_rcpt_entry {
 	unsigned state;			/* enum spool_rcpt_state */
 	unsigned attempts;
 	int64_t next_attempt_unix;
+	unsigned flags;			/* SPOOL_RCPT_F_* */
 };
 
 /*
@@ -487,6 +488,11 @@ void spool_shard_sync_end(struct spool_shard *sh, int res,
 				       int status),
 			  struct rm_err *err);
 
+/* SPOOL_RCPT_F_DELAY_NOTIFIED - the sender got its delay notice (DSN Action: delayed) for this recipient. */
+#define SPOOL_RCPT_F_DELAY_NOTIFIED 0x01u
+/* SPOOL_RCPT_F_ALL - every flag defined; others are refused. */
+#define SPOOL_RCPT_F_ALL 0x01u
+
 /*
  * struct spool_rcpt_update - the new delivery state of one recipient.
  * rcpt indexes the envelope's recipients (spool_entry.rcpts order); state
@@ -498,6 +504,7 @@ struct spool_rcpt_update {
 	unsigned state;
 	unsigned attempts;
 	int64_t next_attempt_unix;
+	unsigned flags;			/* SPOOL_RCPT_F_*: replaces the stored ones */
 };
 
 /*

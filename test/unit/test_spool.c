@@ -1563,7 +1563,7 @@ static void test_due_and_ids(void)
 /* struct state_seen - one message's recipient states as listed. */
 struct state_seen {
 	int n;
-	unsigned state[2], attempts[2];
+	unsigned state[2], attempts[2], flags[2];
 	int64_t next[2], due;
 };
 
@@ -1576,6 +1576,7 @@ static int on_state(void *arg, const struct spool_entry *e)
 		s->state[i] = e->rcpts[i].state;
 		s->attempts[i] = e->rcpts[i].attempts;
 		s->next[i] = e->rcpts[i].next_attempt_unix;
+		s->flags[i] = e->rcpts[i].flags;
 	}
 	s->due = e->next_attempt_unix;
 	return 0;
@@ -1744,9 +1745,15 @@ static void test_update_and_done(void)
 	T_CASE("update_and_done_replay_in_rebuild");
 	struct ack c;
 	T_EQ_INT(put(sh, 10, 3, 10, &c, true), 0);
-	struct spool_rcpt_update cu = { 1, SPOOL_RCPT_PENDING, 4, 12345 };
+	struct spool_rcpt_update cu = { 1, SPOOL_RCPT_PENDING, 4, 12345,
+					 SPOOL_RCPT_F_DELAY_NOTIFIED };
+	struct spool_rcpt_update cbad = { 1, SPOOL_RCPT_PENDING, 4, 12345, 0x80 };
+	T_EQ_INT(spool_shard_update(sh, c.id, &cbad, 1, &u, &err), -EINVAL);
 	T_EQ_INT(spool_shard_update(sh, c.id, &cu, 1, &u, &err), 0);
 	drive(sh);
+	st = states(sp, false, 0);
+	T_EQ_INT(st.flags[1], SPOOL_RCPT_F_DELAY_NOTIFIED);
+	T_EQ_INT(st.flags[0], 0);
 	/* a refused update (same values) must not turn into a removal */
 	T_EQ_INT(spool_shard_update(sh, c.id, &cu, 1, &u, &err), 0);
 	T_CHECK(spool_shard_sync_begin(sh) >= 0, "sync_begin");
@@ -1770,6 +1777,8 @@ static void test_update_and_done(void)
 	T_EQ_INT(st.next[1], 12345);
 	T_EQ_INT(st.due, 12345);
 	T_EQ_INT(st.attempts[0], 0);
+	T_EQ_INT(st.flags[1], SPOOL_RCPT_F_DELAY_NOTIFIED);	/* replayed from the record */
+	T_EQ_INT(st.flags[0], 0);
 	spool_close(sp);
 }
 
