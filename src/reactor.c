@@ -332,6 +332,10 @@ static void *reactor_main(void *arg)
 		kill(getpid(), SIGTERM);
 		return NULL;
 	}
+	/* once before the first wait: work that needs no event (a queue left
+	 * by the last run) starts now, not a tick later */
+	if (r->hooks && r->hooks->loop_end)
+		r->hooks->loop_end(r);
 	while (!loop_done(r)) {
 		rc = io_uring_submit_and_wait(&r->ring, 1);
 		if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY && rc != -ETIME) {
