@@ -1347,7 +1347,6 @@ static int item_add(struct spool_shard *sh, enum msg_kind kind, uint64_t id,
 		return rc;
 	if ((m = msg_get(sh)) == NULL)
 		return rm_err_set(err, -ENOMEM, "spool: queue update: %s", strerror(ENOMEM));
-
 	m->kind = kind;
 	m->id = id;
 	id_format(id, m->id_str);
@@ -1668,17 +1667,15 @@ static int index_apply(struct spool_shard *sh, MDB_txn *txn, struct spool_msg *m
 	struct spool *sp = sh->sp;
 	int rc;
 
+	if (m->kind != KIND_COMMIT && m->status < 0)
+		return 0;	/* items_write could not write its record */
 	switch (m->kind) {
 	case KIND_COMMIT:
 		return index_put_msg(sp, txn, m->id, m->due, m->value.data, m->value.len);
 	case KIND_UPDATE:
-		if (m->status < 0)
-			return 0;	/* its record was not written */
 		rc = index_update(sp, txn, m->id, m->value.data, m->value.len, &sh->scratch);
 		break;
 	default:
-		if (m->status < 0)
-			return 0;
 		rc = index_del_msg(sp, txn, m->id);
 		break;
 	}
