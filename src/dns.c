@@ -14,8 +14,10 @@
  * Limits: DNS_MAX_MX_HOSTS hosts of DNS_MAX_HOST_ADDRS addresses per
  *       answer; max_lookups in flight (then -EAGAIN); cache_entries
  *       cached answers (LRU); TTLs capped at max_ttl_s. udns speaks UDP
- *       only (EDNS0, 4096 bytes): a truncated answer counts as SERVFAIL,
- *       so TEMPFAIL. XXX a TCP retry submitted on the ring would fix it.
+ *       only (EDNS0, 4096 bytes); a query whose UDP answer comes back
+ *       truncated (TC) is asked again over TCP on the ring (RFC 1035
+ *       4.2.2, RFC 7766), one connection per query, answers up to
+ *       DNS_TCP_MAX_BYTES, each step bounded by the query timeout.
  * Errors: set-up returns -errno/-EINVAL with an rm_err; lookups return
  *       -EINVAL/-EAGAIN/-ESHUTDOWN; DNS trouble is a result
  *       (DNS_RESULT_TEMPFAIL), never an error. A completion for an anchor
@@ -24,6 +26,15 @@
  *       (null MX), RFC 1035 2.3.4 (name sizes), RFC 2308 (negative
  *       caching, approximated), RFC 5321 4.1.3 (address literals),
  *       resolv.conf(5).
+ *
+ * TCP fallback: udns takes a truncated reply for SERVFAIL; its debug
+ * hook, called for every reply while dns_ioevent runs, shows us the TC
+ * bit first. The hook only notes the query (udns's callback data) and
+ * the server; after dns_ioevent
+ * returns, the UDP query is cancelled and the same question goes to that
+ * server over TCP: connect, send, receive, each with a linked timeout.
+ * The answer is parsed with udns's own parsers and ends the query as a
+ * UDP answer would have.
  *
  * Lookup flow: MX query -> (records: dns_mx_build, then A+AAAA of every
  * host in parallel | NODATA: A+AAAA of the domain itself | NXDOMAIN or
@@ -37,12 +48,14 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -60,7 +73,13 @@
  * answer holds a few hundred; more than this is a broken zone. */
 #define DNS_MAX_MX_RECORDS 256
 
-enum { DNS_ANCHOR_POLL = 1, DNS_ANCHOR_TIMER, DNS_ANCHOR_READY };
+/* DNS_TCP_MAX_BYTES - the largest DNS message over TCP (its 2-byte length). */
+#define DNS_TCP_MAX_BYTES 65535
+/* DNS_TCP_QUERY_BYTES - length prefix, header, name, type and class. */
+#define DNS_TCP_QUERY_BYTES (2 + DNS_HSIZE + DNS_MAXDN + 4)
+
+enum { DNS_ANCHOR_POLL = 1, DNS_ANCHOR_TIMER, DNS_ANCHOR_READY, DNS_ANCHOR_TCP };
+enum { DNS_TCP_CONNECT = 1, DNS_TCP_SEND, DNS_TCP_RECV };
 enum { DNS_FAM_V4 = 0, DNS_FAM_V6 = 1, DNS_N_FAM = 2 };
 
 /* struct dns_anchor - the object a submission is tagged with. */
@@ -69,12 +88,39 @@ struct dns_anchor {
 	unsigned kind;
 } __attribute__((aligned(16)));
 
-/* struct dns_q - one udns query of a lookup, its callback's data. */
+struct dns_tcp;
+
+/* struct dns_q - one query of a lookup (udns's callback data). */
 struct dns_q {
 	struct dns_lookup *l;
-	struct dns_query *q;    /* NULL when not in flight */
+	struct dns_query *q;    /* the UDP query; NULL when not in flight */
+	struct dns_tcp *tcp;    /* the TCP retry; NULL when none */
 	unsigned host;
 	unsigned fam;
+};
+
+/*
+ * struct dns_tcp - one question asked again over TCP. Its anchor comes
+ * first (the completions are tagged with it). Freed when its last
+ * submission has completed; dq is NULL once nobody wants the answer.
+ */
+struct dns_tcp {
+	struct dns_anchor a;
+	struct dns_tcp *next;           /* d->tcp_list */
+	struct dns_q *dq;
+	int fd;
+	unsigned step;                  /* DNS_TCP_*; 0: not started */
+	bool is_op_armed;               /* connect, send or recv in flight */
+	bool is_done;                   /* answered or failed: no new step */
+	struct sockaddr_storage sa;
+	socklen_t salen;
+	unsigned qtype;
+	uint16_t qid;
+	size_t qlen, off;               /* query bytes; sent, then received */
+	struct __kernel_timespec ts;
+	uint8_t dn[DNS_MAXDN];          /* the question, wire form */
+	uint8_t query[DNS_TCP_QUERY_BYTES];
+	uint8_t *ans;                   /* 2 + DNS_TCP_MAX_BYTES, once receiving */
 };
 
 struct dns_lookup {
@@ -126,6 +172,9 @@ struct dns_resolver {
 	uint64_t rng;
 	unsigned negative_ttl_s;
 	unsigned max_ttl_s;
+	unsigned tcp_timeout_s;         /* each TCP step */
+	struct dns_tcp *tcp_list;       /* every dns_tcp not yet freed */
+	bool has_tcp_new;               /* some dns_tcp waits for its start */
 	struct dns_stats stats;
 	char myhostname[DNS_NAME_BYTES]; /* "" = no MX-to-self check */
 };
@@ -598,6 +647,279 @@ static void ready_push(struct dns_lookup *l)
 	}
 }
 
+/* --- the TCP retry of a truncated answer ---------------------------------- */
+
+static void query_cancel(struct dns_ctx *ctx, struct dns_q *dq);
+static void q_done(struct dns_q *dq, void *rr, int status);
+
+/* tl_ioevent_d - the resolver whose dns_ioevent() runs on this thread now
+ * (udns's debug hook has no context argument). */
+static _Thread_local struct dns_resolver *tl_ioevent_d;
+
+static void tcp_free(struct dns_tcp *t)
+{
+	struct dns_tcp **pp = &t->a.d->tcp_list;
+
+	while (*pp != t)
+		pp = &(*pp)->next;
+	*pp = t->next;
+	if (t->fd >= 0)
+		close(t->fd);
+	free(t->ans);
+	free(t);
+}
+
+/* tcp_drop - nobody wants dq's TCP answer any more. */
+static void tcp_drop(struct dns_q *dq)
+{
+	struct dns_tcp *t = dq->tcp;
+
+	if (t == NULL)
+		return;
+	dq->tcp = NULL;
+	t->dq = NULL;
+	/* in flight: its completion frees it; not started: tcp_start_new */
+	if (t->is_op_armed)
+		reactor_cancel(t->a.d->r, &t->a, t->a.d->op);
+	else if (t->step != 0)
+		tcp_free(t);
+}
+
+/* tcp_arm - tag sqe (connect, send or recv of t) and link its timeout. */
+static void tcp_arm(struct dns_tcp *t, struct io_uring_sqe *sqe)
+{
+	struct dns_resolver *d = t->a.d;
+
+	reactor_sqe_tag(sqe, &t->a, d->op);
+	sqe->flags |= IOSQE_IO_LINK;
+	t->ts.tv_sec = d->tcp_timeout_s;
+	t->ts.tv_nsec = 0;
+	sqe = reactor_sqe(d->r);
+	io_uring_prep_link_timeout(sqe, &t->ts, 0);
+	reactor_sqe_tag(sqe, &t->a, REACTOR_OP_IGNORE);
+	t->is_op_armed = true;
+}
+
+/* tcp_end - t is over: free it, then end its query with status (rr:
+ * udns's parsed answer, handed on). */
+static void tcp_end(struct dns_tcp *t, int status, void *rr)
+{
+	struct dns_q *dq = t->dq;
+
+	t->is_done = true;
+	if (dq != NULL) {
+		dq->tcp = NULL;
+		t->dq = NULL;
+	}
+	if (!t->is_op_armed)
+		tcp_free(t);
+	if (dq != NULL)
+		q_done(dq, rr, status);
+	else
+		free(rr);
+}
+
+/*
+ * tcp_answer - check the len-byte reply in t->ans + 2 against our
+ * question and end the query with it: the rcode, or udns's parse of the
+ * records.
+ */
+static void tcp_answer(struct dns_tcp *t, size_t len)
+{
+	const uint8_t *pkt = t->ans + 2, *end = pkt + len, *cur = dns_payload(pkt);
+	uint8_t dn[DNS_MAXDN];
+	dns_parse_fn *parse = t->qtype == DNS_T_MX ? dns_parse_mx :
+		t->qtype == DNS_T_A ? dns_parse_a4 : dns_parse_a6;
+	void *rr = NULL;
+	int rc;
+
+	if (len < DNS_HSIZE || dns_qid(pkt) != t->qid || !dns_qr(pkt) || dns_opcode(pkt) != 0 ||
+	    dns_numqd(pkt) != 1 || dns_getdn(pkt, &cur, end, dn, sizeof(dn)) <= 0 ||
+	    !dns_dnequal(dn, t->dn) || end - cur < 4 || dns_get16(cur) != t->qtype ||
+	    dns_get16(cur + 2) != DNS_C_IN || dns_tc(pkt)) {
+		tcp_end(t, DNS_E_PROTOCOL, NULL);
+		return;
+	}
+	switch (dns_rcode(pkt)) {
+	case DNS_R_NOERROR:
+		break;
+	case DNS_R_NXDOMAIN:
+		tcp_end(t, DNS_E_NXDOMAIN, NULL);
+		return;
+	default:
+		tcp_end(t, DNS_E_TEMPFAIL, NULL);
+		return;
+	}
+	if (dns_numan(pkt) == 0) {
+		tcp_end(t, DNS_E_NODATA, NULL);
+		return;
+	}
+	rc = parse(t->dn, pkt, cur, end, &rr);
+	if (rc < 0 || rr == NULL) {
+		free(rr);
+		tcp_end(t, rc < 0 ? rc : DNS_E_PROTOCOL, NULL);
+		return;
+	}
+	tcp_end(t, DNS_E_NOERROR, rr);
+}
+
+static void tcp_send(struct dns_tcp *t)
+{
+	struct io_uring_sqe *sqe = reactor_sqe(t->a.d->r);
+
+	io_uring_prep_send(sqe, t->fd, t->query + t->off, t->qlen - t->off, MSG_NOSIGNAL);
+	tcp_arm(t, sqe);
+}
+
+static void tcp_recv(struct dns_tcp *t)
+{
+	struct io_uring_sqe *sqe = reactor_sqe(t->a.d->r);
+
+	io_uring_prep_recv(sqe, t->fd, t->ans + t->off, 2 + DNS_TCP_MAX_BYTES - t->off, 0);
+	tcp_arm(t, sqe);
+}
+
+/* tcp_on_cqe - one step of t ended with res. */
+static void tcp_on_cqe(struct dns_tcp *t, int res)
+{
+	size_t need;
+
+	t->is_op_armed = false;
+	if (t->dq == NULL || t->is_done || t->a.d->is_stopping) {
+		tcp_free(t);
+		return;
+	}
+	if (res < 0 || (res == 0 && t->step == DNS_TCP_RECV)) {
+		tcp_end(t, DNS_E_TEMPFAIL, NULL);
+		return;
+	}
+	switch (t->step) {
+	case DNS_TCP_CONNECT:
+		t->step = DNS_TCP_SEND;
+		t->off = 0;
+		tcp_send(t);
+		return;
+	case DNS_TCP_SEND:
+		t->off += (size_t)res;
+		if (t->off < t->qlen) {
+			tcp_send(t);
+			return;
+		}
+		t->ans = malloc(2 + DNS_TCP_MAX_BYTES);
+		if (t->ans == NULL) {
+			tcp_end(t, DNS_E_NOMEM, NULL);
+			return;
+		}
+		t->step = DNS_TCP_RECV;
+		t->off = 0;
+		tcp_recv(t);
+		return;
+	default:
+		t->off += (size_t)res;
+		if (t->off >= 2) {
+			need = 2 + (size_t)dns_get16(t->ans);
+			if (t->off >= need) {
+				tcp_answer(t, need - 2);
+				return;
+			}
+		}
+		tcp_recv(t);
+		return;
+	}
+}
+
+/* tcp_start - cancel t's UDP query, connect to the server that truncated. */
+static void tcp_start(struct dns_tcp *t)
+{
+	struct dns_resolver *d = t->a.d;
+	struct io_uring_sqe *sqe;
+	uint8_t *p = t->query + 2;
+	int dnlen;
+
+	query_cancel(d->ctx, t->dq);
+	t->step = DNS_TCP_CONNECT;
+	d->stats.n_tcp++;
+	dnlen = dns_dnlen(t->dn);
+	t->qid = (uint16_t)xorshift64(&d->rng);
+	memset(p, 0, DNS_HSIZE);
+	dns_put16(p, t->qid);
+	p[2] = DNS_HF1_RD;
+	dns_put16(p + 4, 1);
+	memcpy(p + DNS_HSIZE, t->dn, (size_t)dnlen);
+	dns_put16(p + DNS_HSIZE + dnlen, t->qtype);
+	dns_put16(p + DNS_HSIZE + dnlen + 2, DNS_C_IN);
+	t->qlen = 2 + DNS_HSIZE + (size_t)dnlen + 4;
+	dns_put16(t->query, (unsigned)(t->qlen - 2));
+	t->fd = socket(t->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (t->fd < 0) {
+		tcp_end(t, DNS_E_TEMPFAIL, NULL);
+		return;
+	}
+	sqe = reactor_sqe(d->r);
+	io_uring_prep_connect(sqe, t->fd, (struct sockaddr *)&t->sa, t->salen);
+	tcp_arm(t, sqe);
+}
+
+/* tcp_start_new - after dns_ioevent: start the retries the hook noted. */
+static void tcp_start_new(struct dns_resolver *d)
+{
+	struct dns_tcp *t, *next;
+
+	d->has_tcp_new = false;
+	for (t = d->tcp_list; t != NULL; t = next) {
+		next = t->next;
+		if (t->step != 0)
+			continue;
+		if (t->dq == NULL)
+			tcp_free(t);
+		else
+			tcp_start(t);
+	}
+}
+
+/*
+ * on_dbg - udns's hook for the replies dns_ioevent reads. udns 0.4 calls
+ * it with code 0 and the query's callback data once it has matched a
+ * reply to one of our queries and its server, before it takes a TC bit
+ * for SERVFAIL: a truncated reply notes that query for a TCP retry to
+ * the same server. Other codes are replies udns threw away.
+ */
+static void on_dbg(int code, const struct sockaddr *sa, unsigned salen, dnscc_t *pkt,
+		   int plen, const struct dns_query *q, void *data)
+{
+	struct dns_resolver *d = tl_ioevent_d;
+	struct dns_q *dq = NULL;
+	struct dns_tcp *t;
+
+	(void)q;
+	if (d == NULL || d->is_stopping || pkt == NULL || plen < DNS_HSIZE || !dns_qr(pkt) ||
+	    !dns_tc(pkt) || sa == NULL || salen > sizeof(t->sa) ||
+	    (sa->sa_family != AF_INET && sa->sa_family != AF_INET6))
+		return;
+	if (code == 0)
+		dq = data;
+	if (dq == NULL || dq->tcp != NULL || dq->q == NULL)
+		return;
+	t = calloc(1, sizeof(*t));
+	if (t == NULL)
+		return;         /* udns's own failure stands */
+	t->a = (struct dns_anchor){ d, DNS_ANCHOR_TCP };
+	t->fd = -1;
+	memcpy(&t->sa, sa, salen);
+	t->salen = (socklen_t)salen;
+	t->qtype = dq == &dq->l->mxq ? DNS_T_MX : dq->fam == DNS_FAM_V4 ? DNS_T_A : DNS_T_AAAA;
+	if (dns_sptodn(dq == &dq->l->mxq ? dq->l->name : dq->l->res.hosts[dq->host].name,
+		       t->dn, sizeof(t->dn)) <= 0) {
+		free(t);
+		return;
+	}
+	t->dq = dq;
+	dq->tcp = t;
+	t->next = d->tcp_list;
+	d->tcp_list = t;
+	d->has_tcp_new = true;
+}
+
 /* --- lookups -------------------------------------------------------------- */
 
 static struct dns_lookup *lookup_get(struct dns_resolver *d)
@@ -647,9 +969,12 @@ static void lookup_drop_queries(struct dns_lookup *l)
 	struct dns_ctx *ctx = l->d->ctx;
 
 	query_cancel(ctx, &l->mxq);
+	tcp_drop(&l->mxq);
 	for (unsigned i = 0; i < DNS_MAX_MX_HOSTS; i++)
-		for (unsigned f = 0; f < DNS_N_FAM; f++)
+		for (unsigned f = 0; f < DNS_N_FAM; f++) {
 			query_cancel(ctx, &l->aq[i][f]);
+			tcp_drop(&l->aq[i][f]);
+		}
 	l->n_pending = 0;
 }
 
@@ -740,11 +1065,10 @@ static void addr_done(struct dns_q *dq, int status)
 		hosts_done(l);
 }
 
-static void on_a4(struct dns_ctx *ctx, struct dns_rr_a4 *rr, void *data)
+/* a4_done - the A query dq ended: status, and rr (ours to free) when ok. */
+static void a4_done(struct dns_q *dq, struct dns_rr_a4 *rr, int status)
 {
-	struct dns_q *dq = data;
 	struct dns_lookup *l = dq->l;
-	int status = rr ? DNS_E_NOERROR : dns_status(ctx);
 
 	if (rr) {
 		for (int k = 0; k < rr->dnsa4_nrr && l->n_tmp[dq->host][DNS_FAM_V4] < DNS_MAX_HOST_ADDRS; k++) {
@@ -760,11 +1084,10 @@ static void on_a4(struct dns_ctx *ctx, struct dns_rr_a4 *rr, void *data)
 	addr_done(dq, status);
 }
 
-static void on_a6(struct dns_ctx *ctx, struct dns_rr_a6 *rr, void *data)
+/* a6_done - the AAAA query dq ended, as a4_done. */
+static void a6_done(struct dns_q *dq, struct dns_rr_a6 *rr, int status)
 {
-	struct dns_q *dq = data;
 	struct dns_lookup *l = dq->l;
-	int status = rr ? DNS_E_NOERROR : dns_status(ctx);
 
 	if (rr) {
 		for (int k = 0; k < rr->dnsa6_nrr && l->n_tmp[dq->host][DNS_FAM_V6] < DNS_MAX_HOST_ADDRS; k++) {
@@ -778,6 +1101,38 @@ static void on_a6(struct dns_ctx *ctx, struct dns_rr_a6 *rr, void *data)
 		free(rr);
 	}
 	addr_done(dq, status);
+}
+
+/*
+ * udns_ended - udns is done with dq's UDP query; whether its answer
+ * counts. A failure (a truncated reply among them) does not when a TCP
+ * retry is under way; an answer does, and the retry is dropped.
+ */
+static bool udns_ended(struct dns_q *dq, bool is_answer)
+{
+	dq->q = NULL;
+	if (dq->tcp == NULL)
+		return true;
+	if (!is_answer)
+		return false;
+	tcp_drop(dq);
+	return true;
+}
+
+static void on_a4(struct dns_ctx *ctx, struct dns_rr_a4 *rr, void *data)
+{
+	struct dns_q *dq = data;
+
+	if (udns_ended(dq, rr != NULL))
+		a4_done(dq, rr, rr ? DNS_E_NOERROR : dns_status(ctx));
+}
+
+static void on_a6(struct dns_ctx *ctx, struct dns_rr_a6 *rr, void *data)
+{
+	struct dns_q *dq = data;
+
+	if (udns_ended(dq, rr != NULL))
+		a6_done(dq, rr, rr ? DNS_E_NOERROR : dns_status(ctx));
 }
 
 /* submit_host - A and AAAA queries for host i of l. A query udns refuses
@@ -824,13 +1179,12 @@ static void implicit_host(struct dns_lookup *l)
 	memcpy(l->res.hosts[0].name, l->name, strlen(l->name) + 1);
 }
 
-static void on_mx(struct dns_ctx *ctx, struct dns_rr_mx *rr, void *data)
+/* mx_done - the MX query dq ended: status, and rr (ours to free) when ok. */
+static void mx_done(struct dns_q *dq, struct dns_rr_mx *rr, int status)
 {
-	struct dns_q *dq = data;
 	struct dns_lookup *l = dq->l;
 	struct dns_mx_record recs[DNS_MAX_MX_RECORDS];
 	size_t n = 0;
-	int status = rr ? DNS_E_NOERROR : dns_status(ctx);
 
 	dq->q = NULL;
 	l->n_pending--;
@@ -862,6 +1216,25 @@ static void on_mx(struct dns_ctx *ctx, struct dns_rr_mx *rr, void *data)
 		break;
 	}
 	finish(l);
+}
+
+static void on_mx(struct dns_ctx *ctx, struct dns_rr_mx *rr, void *data)
+{
+	struct dns_q *dq = data;
+
+	if (udns_ended(dq, rr != NULL))
+		mx_done(dq, rr, rr ? DNS_E_NOERROR : dns_status(ctx));
+}
+
+/* q_done - dq ended (the TCP retry's way in). */
+static void q_done(struct dns_q *dq, void *rr, int status)
+{
+	if (dq == &dq->l->mxq)
+		mx_done(dq, rr, status);
+	else if (dq->fam == DNS_FAM_V4)
+		a4_done(dq, rr, status);
+	else
+		a6_done(dq, rr, status);
 }
 
 /* answer_literal - l is the IP literal lit: one host, no query. */
@@ -1065,7 +1438,11 @@ static void dns_on_cqe(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 			log_warn("r%u dns: poll: %s", r->id, strerror(-cqe->res));
 			return;
 		}
+		tl_ioevent_d = d;
 		dns_ioevent(d->ctx, time(NULL));
+		tl_ioevent_d = NULL;
+		if (d->has_tcp_new)
+			tcp_start_new(d);
 		arm_poll(d);
 		return;
 	case DNS_ANCHOR_TIMER:
@@ -1078,6 +1455,9 @@ static void dns_on_cqe(struct reactor *r, void *obj, struct io_uring_cqe *cqe)
 		return;
 	case DNS_ANCHOR_READY:
 		on_ready(d);
+		return;
+	case DNS_ANCHOR_TCP:
+		tcp_on_cqe((struct dns_tcp *)a, cqe->res);
 		return;
 	default:
 		rm_panic("dns: completion for unknown anchor kind %u", a->kind);
@@ -1176,6 +1556,9 @@ static int setup_ctx(struct dns_resolver *d, const struct dns_opts *o, struct rm
 		dns_set_opt(d->ctx, DNS_OPT_TIMEOUT, (int)o->timeout_s);
 	if (o->n_tries)
 		dns_set_opt(d->ctx, DNS_OPT_NTRIES, (int)o->n_tries);
+	rc = dns_set_opt(d->ctx, DNS_OPT_TIMEOUT, -1);	/* -1: only read it */
+	d->tcp_timeout_s = rc > 0 ? (unsigned)rc : 4;
+	dns_set_dbgfn(d->ctx, on_dbg);
 	d->fd = dns_open(d->ctx);
 	if (d->fd < 0) {
 		rc = errno ? -errno : -EINVAL;
@@ -1278,11 +1661,19 @@ void dns_resolver_stop(struct dns_resolver *d)
 		io_uring_prep_cancel64(sqe, reactor_tag(&d->timer_anchor, d->op), 0);
 		reactor_sqe_tag(sqe, &d->timer_anchor, REACTOR_OP_IGNORE);
 	}
+	/* retries of dropped lookups: those in flight end with their
+	 * completion (cancelled above), the others go now */
+	for (struct dns_tcp *t = d->tcp_list, *next; t != NULL; t = next) {
+		next = t->next;
+		if (!t->is_op_armed)
+			tcp_free(t);
+	}
 }
 
 bool dns_resolver_is_idle(const struct dns_resolver *d)
 {
-	return !d->is_poll_armed && !d->is_timer_armed && !d->is_ready_armed;
+	return !d->is_poll_armed && !d->is_timer_armed && !d->is_ready_armed &&
+	       d->tcp_list == NULL;
 }
 
 void dns_resolver_free(struct dns_resolver *d)
@@ -1293,6 +1684,8 @@ void dns_resolver_free(struct dns_resolver *d)
 		dns_set_tmcbck(d->ctx, NULL, NULL);
 		dns_free(d->ctx);       /* drops its queries, closes the socket */
 	}
+	while (d->tcp_list != NULL)
+		tcp_free(d->tcp_list);
 	dns_cache_free(d->cache);
 	free(d->pool);
 	free(d);
