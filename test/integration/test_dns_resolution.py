@@ -2,8 +2,10 @@
 
 Owns:     two throwaway unbound instances on 127.0.0.1 (one serving the
           test zones, one that refuses everything so the first can answer
-          SERVFAIL for fail.example), a silent UDP socket (timeouts), and
-          dns_probe runs: one reactor, one resolver, lookups through the
+          SERVFAIL for fail.example), two more that truncate UDP answers
+          over 512 bytes (one with TCP, one without), a scripted server
+          that truncates every UDP answer and misbehaves over TCP, a
+          silent UDP socket (timeouts), and dns_probe runs: one reactor, one resolver, lookups through the
           io_uring poll/timeout glue, results printed as key=value lines.
 Must not: listen anywhere but 127.0.0.1 and ::1, forward to the internet (the
           zones are local-data; the only forward goes to the refuser).
@@ -12,7 +14,8 @@ Interface: pytest-3 test/integration/test_dns_resolution.py
 Limits:   every unbound and probe run has a timeout; unbound readiness 10 s.
 Skips:    only when unbound is not installed (Debian package `unbound`).
 Standards: RFC 5321 5.1 (MX order, implicit MX), RFC 7505 (null MX),
-          RFC 5321 4.1.3 (address literals), RFC 1035 (rcodes).
+          RFC 5321 4.1.3 (address literals), RFC 1035 (rcodes), RFC 1035
+          4.2.2 and RFC 7766 (TCP after a truncated UDP answer).
 """
 
 import os
@@ -21,6 +24,7 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -473,3 +477,253 @@ def test_ipv6_server(dns_server, tmp_path):
     assert p.returncode == 0, f"got exit {p.returncode}: {p.stderr}"
     r = result(p.stdout.splitlines()[0])
     assert r["status"] == "ok" and r["hosts"][0][1] == "mx1.multi.test", f"got {r}"
+
+
+# --- TCP after a truncated UDP answer -----------------------------------------------
+
+# Answers too big for 512 bytes of UDP: 40 addresses of one MX host, 30 MX
+# records with long names. max-udp-size makes unbound set TC on them.
+BIG_ZONE = "\n".join(
+    ['  local-zone: "test." static',
+     '  local-data: "big.test. 300 IN MX 10 mxbig.big.test."']
+    + [f'  local-data: "mxbig.big.test. 300 IN A 127.0.3.{i}"' for i in range(1, 41)]
+    + [f'  local-data: "bigmx.test. 300 IN MX {i} mx{i:02d}.a-rather-long-label-to-fill-the-packet'
+       f'.bigmx.test."' for i in range(1, 31)]
+    + [f'  local-data: "mx{i:02d}.a-rather-long-label-to-fill-the-packet.bigmx.test. 300 IN A'
+       f' 127.0.4.{i}"' for i in range(1, 4)]
+    + ['  local-data: "small.test. 300 IN MX 10 mx1.small.test."',
+       '  local-data: "mx1.small.test. 300 IN A 127.0.4.99"'])
+
+
+@pytest.fixture(scope="module")
+def trunc_servers(tmp_path_factory):
+    """trunc_servers - (port with TCP, port without TCP): unbound serving
+    BIG_ZONE with UDP answers cut at 512 bytes."""
+    if unbound_bin() is None:
+        pytest.skip("unbound is not installed (apt-get install unbound)")
+    for attempt in range(5):
+        workdir = tmp_path_factory.mktemp("unbound-trunc")
+        with_tcp = Unbound(workdir, "trunc", "allow",
+                           zone="  max-udp-size: 512\n" + BIG_ZONE)
+        no_tcp = Unbound(workdir, "trunc-notcp", "allow",
+                         zone="  max-udp-size: 512\n  do-tcp: no\n" + BIG_ZONE)
+        with_tcp.start()
+        no_tcp.start()
+        time.sleep(0.2)
+        busy = [u for u in (with_tcp, no_tcp) if u.proc.poll() is not None
+                and "Address already in use" in u.log.read_text()]
+        if busy and attempt < 4:
+            with_tcp.stop()
+            no_tcp.stop()
+            continue
+        break
+    try:
+        with_tcp.wait_ready("small.test")
+        no_tcp.wait_ready("small.test")
+        yield with_tcp.port, no_tcp.port
+    finally:
+        with_tcp.stop()
+        no_tcp.stop()
+
+
+def stats_of(lines):
+    """stats_of - the probe's 'stats' line as a dict."""
+    return parse_kv(next(x for x in lines if x.startswith("stats ")))
+
+
+def test_truncated_answers_retried_over_tcp(trunc_servers):
+    with_tcp, _ = trunc_servers
+    lines = probe(with_tcp, "mx:big.test", "mx:bigmx.test", "mx:small.test", "stats")
+    big, bigmx, small = (result(x) for x in lines[:3])
+    # the MX answer fits; the 40 A records of its host do not
+    assert big["status"] == "ok", f"got {big}, want the A answer fetched over TCP"
+    assert len(big["hosts"]) == 1 and big["hosts"][0][2] == "ok", f"got {big['hosts']}"
+    addrs = big["hosts"][0][3]
+    assert len(addrs) == 4 and all(a.startswith("127.0.3.") for a in addrs), \
+        f"got {addrs}, want 4 (DNS_MAX_HOST_ADDRS) of mxbig's 127.0.3.x"
+    # the MX answer itself does not fit: the 10 best of 30, in order
+    assert bigmx["status"] == "ok", f"got {bigmx}, want the MX answer fetched over TCP"
+    assert [h[0] for h in bigmx["hosts"]] == list(range(1, 11)), f"got {bigmx['hosts']}"
+    assert [h[3] for h in bigmx["hosts"][:3]] == [["127.0.4.1"], ["127.0.4.2"], ["127.0.4.3"]]
+    assert all(h[2] == "nohost" for h in bigmx["hosts"][3:]), f"got {bigmx['hosts']}"
+    assert small["status"] == "ok" and small["hosts"][0][3] == ["127.0.4.99"], f"got {small}"
+    st = stats_of(lines)
+    assert st["tcp"] == "2", f"got {st}, want exactly the two truncated answers over TCP"
+    assert st["tempfail"] == "0", f"got {st}"
+
+
+def test_truncated_answer_without_tcp_is_temporary(trunc_servers):
+    _, no_tcp = trunc_servers
+    t0 = time.monotonic()
+    lines = probe(no_tcp, "mx:bigmx.test", "mx:small.test", "stats")
+    took = time.monotonic() - t0
+    bigmx, small = result(lines[0]), result(lines[1])
+    assert bigmx["status"] == "tempfail", f"got {bigmx}, want tempfail (TCP refused)"
+    assert bigmx["ttl"] == "0", "a temporary failure is not cached"
+    assert small["status"] == "ok", f"got {small}: the server works for answers that fit"
+    assert stats_of(lines)["tcp"] == "1"
+    assert took < 10, f"took {took:.1f}s, want the refused connect to end it at once"
+
+
+class TruncServer:
+    """TruncServer - 127.0.0.1:port answers every UDP query with TC set and
+    no records; over TCP it does what mode says: "ok" (one A record
+    127.0.5.1, AAAA NODATA, 1 byte per send), "silent", "close",
+    "wrongid", "short" (a length longer than what follows, then close),
+    "tc" (TC set again), "nxdomain", "servfail"."""
+
+    def __init__(self, mode):
+        self.mode = mode
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        for _ in range(20):
+            self.udp.bind(("127.0.0.1", 0))
+            self.port = self.udp.getsockname()[1]
+            try:
+                self.tcp.bind(("127.0.0.1", self.port))
+                break
+            except OSError:
+                self.udp.close()
+                self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.tcp.listen(16)
+        self.tcp.settimeout(0.2)
+        self.udp.settimeout(0.2)
+        self.n_tcp = 0
+        self.held = []
+        self.stop_ev = threading.Event()
+        self.threads = [threading.Thread(target=f, daemon=True)
+                        for f in (self._udp_loop, self._tcp_loop)]
+        for t in self.threads:
+            t.start()
+
+    @staticmethod
+    def question_end(q):
+        i = 12
+        while q[i] != 0:
+            i += 1 + q[i]
+        return i + 5
+
+    def answer(self, q, tc=False, rcode=0, qid=None):
+        end = self.question_end(q)
+        qtype = struct.unpack(">H", q[end - 4:end - 2])[0]
+        rr = b""
+        if not tc and rcode == 0 and qtype == 1:
+            rr = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 300, 4) + bytes([127, 0, 5, 1])
+        flags = 0x8180 | (0x0200 if tc else 0) | rcode
+        hdr = struct.pack(">HHHHHH", q[0] << 8 | q[1] if qid is None else qid, flags, 1,
+                          1 if rr else 0, 0, 0)
+        return hdr + q[12:end] + rr
+
+    def _udp_loop(self):
+        while not self.stop_ev.is_set():
+            try:
+                q, peer = self.udp.recvfrom(4096)
+            except socket.timeout:
+                continue
+            self.udp.sendto(self.answer(q, tc=True), peer)
+
+    def _tcp_loop(self):
+        while not self.stop_ev.is_set():
+            try:
+                c, _ = self.tcp.accept()
+            except socket.timeout:
+                continue
+            self.n_tcp += 1
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        c.settimeout(5)
+        try:
+            n = struct.unpack(">H", c.recv(2, socket.MSG_WAITALL))[0]
+            q = c.recv(n, socket.MSG_WAITALL)
+            m = self.mode
+            if m == "silent":
+                self.held.append(c)
+                return
+            if m == "close":
+                c.close()
+                return
+            a = self.answer(q, tc=m == "tc", rcode={"nxdomain": 3, "servfail": 2}.get(m, 0),
+                            qid=((q[0] << 8 | q[1]) ^ 0x5555) if m == "wrongid" else None)
+            msg = struct.pack(">H", len(a) + (10 if m == "short" else 0)) + a
+            if m == "ok":
+                for b in msg:
+                    c.sendall(bytes([b]))
+                    time.sleep(0.001)
+            else:
+                c.sendall(msg)
+            time.sleep(0.2)
+            c.close()
+        except OSError:
+            c.close()
+
+    def close(self):
+        self.stop_ev.set()
+        for t in self.threads:
+            t.join(timeout=2)
+        for c in self.held:
+            c.close()
+        self.udp.close()
+        self.tcp.close()
+
+
+@pytest.fixture
+def trunc_server():
+    servers = []
+
+    def make(mode):
+        s = TruncServer(mode)
+        servers.append(s)
+        return s
+    yield make
+    for s in servers:
+        s.close()
+
+
+def test_tcp_answer_read_in_pieces(trunc_server, dns_server):
+    srv = trunc_server("ok")
+    lines = probe(srv.port, "host:one.fake", "stats")
+    r = result(lines[0])
+    assert r["status"] == "ok", f"got {r}"
+    assert r["hosts"][0][3] == ["127.0.5.1"], f"got {r['hosts']}, want the TCP answer's A"
+    assert stats_of(lines)["tcp"] == "2" and srv.n_tcp == 2, \
+        f"got {stats_of(lines)}, {srv.n_tcp} connections: want A and AAAA over TCP"
+
+
+@pytest.mark.parametrize("mode", ["close", "wrongid", "short", "tc", "servfail"])
+def test_tcp_bad_answer_is_temporary(trunc_server, dns_server, mode):
+    srv = trunc_server(mode)
+    lines = probe(srv.port, "host:one.fake", "stats")
+    r = result(lines[0])
+    assert r["status"] == "tempfail", f"{mode}: got {r}, want tempfail"
+    assert stats_of(lines)["tcp"] == "2"
+
+
+def test_tcp_nxdomain_is_permanent(trunc_server, dns_server):
+    srv = trunc_server("nxdomain")
+    r = result(probe(srv.port, "mx:gone.fake")[0])
+    assert r["status"] == "nxdomain", f"got {r}, want the TCP answer's NXDOMAIN"
+
+
+def test_tcp_silent_server_times_out(trunc_server, dns_server):
+    srv = trunc_server("silent")
+    t0 = time.monotonic()
+    lines = probe(srv.port, "host:one.fake", opts=("-T", "20"))
+    took = time.monotonic() - t0
+    r = result(lines[0])
+    assert r["status"] == "tempfail", f"got {r}"
+    assert took < 10, f"took {took:.1f}s, want the 1 s step timeout to end it"
+
+
+def test_stop_with_tcp_in_flight(trunc_server, dns_server):
+    # as test_stop_with_lookups_in_flight, with the queries waiting on TCP
+    srv = trunc_server("silent")
+    p = subprocess.run([PROBE, "-s", f"127.0.0.1:{srv.port}", "-t", "5", "-n", "1", "-T", "1",
+                        "host:one.fake+mx:two.fake"],
+                       capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
+    for mark in SANITIZER_MARKS:
+        assert mark not in p.stderr, f"sanitizer report: {p.stderr}"
+    assert p.returncode == 2 and "limit reached" in p.stderr, \
+        f"got exit {p.returncode} {p.stderr!r}, want 2 (time limit)"
+    assert p.stdout == "", f"got {p.stdout!r}, want no callback after the stop"
+    assert srv.n_tcp >= 2, f"got {srv.n_tcp} connections, want the queries in flight over TCP"
