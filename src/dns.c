@@ -719,48 +719,49 @@ static void tcp_end(struct dns_tcp *t, int status, void *rr)
 		free(rr);
 }
 
-/*
- * tcp_answer - check the len-byte reply in t->ans + 2 against our
- * question and end the query with it: the rcode, or udns's parse of the
- * records.
- */
-static void tcp_answer(struct dns_tcp *t, size_t len)
+int dns_answer_parse(const uint8_t *pkt, size_t len, unsigned qid, const uint8_t *qdn,
+		     unsigned qtype, void **rr)
 {
-	const uint8_t *pkt = t->ans + 2, *end = pkt + len, *cur = dns_payload(pkt);
+	const uint8_t *end = pkt + len, *cur = pkt + DNS_HSIZE;
 	uint8_t dn[DNS_MAXDN];
-	dns_parse_fn *parse = t->qtype == DNS_T_MX ? dns_parse_mx :
-		t->qtype == DNS_T_A ? dns_parse_a4 : dns_parse_a6;
-	void *rr = NULL;
+	dns_parse_fn *parse = qtype == DNS_T_MX ? dns_parse_mx :
+		qtype == DNS_T_A ? dns_parse_a4 : dns_parse_a6;
 	int rc;
 
-	if (len < DNS_HSIZE || dns_qid(pkt) != t->qid || !dns_qr(pkt) || dns_opcode(pkt) != 0 ||
-	    dns_numqd(pkt) != 1 || dns_getdn(pkt, &cur, end, dn, sizeof(dn)) <= 0 ||
-	    !dns_dnequal(dn, t->dn) || end - cur < 4 || dns_get16(cur) != t->qtype ||
-	    dns_get16(cur + 2) != DNS_C_IN || dns_tc(pkt)) {
-		tcp_end(t, DNS_E_PROTOCOL, NULL);
-		return;
-	}
+	*rr = NULL;
+	if (qtype != DNS_T_MX && qtype != DNS_T_A && qtype != DNS_T_AAAA)
+		return DNS_E_BADQUERY;
+	if (len < DNS_HSIZE || len > DNS_TCP_MAX_BYTES || dns_qid(pkt) != qid || !dns_qr(pkt) ||
+	    dns_opcode(pkt) != 0 || dns_tc(pkt) || dns_numqd(pkt) != 1 ||
+	    dns_getdn(pkt, &cur, end, dn, sizeof(dn)) <= 0 || !dns_dnequal(dn, qdn) ||
+	    end - cur < 4 || dns_get16(cur) != qtype || dns_get16(cur + 2) != DNS_C_IN)
+		return DNS_E_PROTOCOL;
 	switch (dns_rcode(pkt)) {
 	case DNS_R_NOERROR:
 		break;
 	case DNS_R_NXDOMAIN:
-		tcp_end(t, DNS_E_NXDOMAIN, NULL);
-		return;
+		return DNS_E_NXDOMAIN;
 	default:
-		tcp_end(t, DNS_E_TEMPFAIL, NULL);
-		return;
+		return DNS_E_TEMPFAIL;
 	}
-	if (dns_numan(pkt) == 0) {
-		tcp_end(t, DNS_E_NODATA, NULL);
-		return;
+	if (dns_numan(pkt) == 0)
+		return DNS_E_NODATA;
+	rc = parse(qdn, pkt, cur, end, rr);
+	if (rc < 0 || *rr == NULL) {
+		free(*rr);
+		*rr = NULL;
+		return rc < 0 ? rc : DNS_E_PROTOCOL;
 	}
-	rc = parse(t->dn, pkt, cur, end, &rr);
-	if (rc < 0 || rr == NULL) {
-		free(rr);
-		tcp_end(t, rc < 0 ? rc : DNS_E_PROTOCOL, NULL);
-		return;
-	}
-	tcp_end(t, DNS_E_NOERROR, rr);
+	return DNS_E_NOERROR;
+}
+
+/* tcp_answer - end t's query with the len-byte reply in t->ans + 2. */
+static void tcp_answer(struct dns_tcp *t, size_t len)
+{
+	void *rr;
+	int status = dns_answer_parse(t->ans + 2, len, t->qid, t->dn, t->qtype, &rr);
+
+	tcp_end(t, status, rr);
 }
 
 static void tcp_send(struct dns_tcp *t)

@@ -334,6 +334,20 @@ void dns_mx_drop_self(struct dns_mx_result *res, const char *myhostname);
  */
 void dns_mx_shuffle(struct dns_mx_host *hosts, size_t n, uint64_t *rng);
 
+/*
+ * dns_answer_parse - check pkt (len bytes: a DNS message read over TCP,
+ * without its length prefix) against the question we sent: id qid, name
+ * qdn (wire form), type qtype (DNS_T_MX, DNS_T_A or DNS_T_AAAA as udns
+ * numbers them), class IN. Returns a udns status: DNS_E_NOERROR with *rr
+ * udns's parse of the records (struct dns_rr_mx, dns_rr_a4 or dns_rr_a6,
+ * the caller frees it); else *rr is NULL and the status DNS_E_NXDOMAIN,
+ * DNS_E_NODATA, DNS_E_TEMPFAIL (another rcode), DNS_E_PROTOCOL (not a
+ * reply to that question, truncated again, or garbled) or DNS_E_NOMEM.
+ * Pure; the TCP retry's parser, exposed for test/fuzz/fuzz_dns_answer.c.
+ */
+int dns_answer_parse(const uint8_t *pkt, size_t len, unsigned qid, const uint8_t *qdn,
+		     unsigned qtype, void **rr);
+
 /* enum dns_cache_kind - what a cache key names. */
 enum dns_cache_kind {
 	DNS_CACHE_MX = 1,       /* dns_mx_lookup of a domain */
