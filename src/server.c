@@ -19,6 +19,7 @@
 #include "ringmta/server.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -249,8 +250,13 @@ static void tick(struct reactor *r)
 	if (r->now_ms >= sv->next_sweep_ms) {
 		struct rm_err err = { 0, "" };
 		sv->next_sweep_ms = r->now_ms + SERVER_SWEEP_MS;
-		if (spool_shard_sweep(sv->shard, &err) < 0)
+		uint64_t moved = spool_shard_n_moved(sv->shard);
+		int n = spool_shard_sweep(sv->shard, &err);
+		if (n < 0)
 			log_warn("r%u %s", r->id, err.msg);
+		else if (n > 0 || moved != sv->n_moved_logged)
+			log_info("r%u spool: sweep removed=%d moved_total=%" PRIu64, r->id, n, moved);
+		sv->n_moved_logged = moved;
 	}
 
 	for (unsigned i = 0; i < sv->n_listeners && !r->is_stopping; i++) {

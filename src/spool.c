@@ -12,7 +12,8 @@
  * Interface: include/ringmta/spool.h
  * Limits: SPOOL_CHUNK_BYTES buffered per message; SPOOL_MAX_STRING_BYTES
  *   and SPOOL_MAX_RCPTS per envelope; MAX_RECORD_BYTES per record;
- *   MAX_EXTENTS per message; FREE_MSGS cached messages per shard.
+ *   MAX_EXTENTS per message; FREE_MSGS cached messages per shard;
+ *   MOVE_MAX_BYTES and MOVE_MAX_MSGS copied out of old segments a sweep.
  * Errors: -errno, SPOOL_E* (spool.h). A call on a message in the wrong
  *   state, or spool_close() with open shards, is our bug: rm_panic().
  * Standards: RFC 3461 (NOTIFY, ORCPT, RET, ENVID), RFC 6152 (BODY),
@@ -78,6 +79,7 @@
 #define EXTENT_BYTES 16u
 #define RSTATE_BYTES 16u
 #define DONE_ABORTED 0x1u		/* DONE flag: never acknowledged */
+#define COMMIT_MOVED 0x1u		/* COMMIT flag: a copy, rcpt states appended */
 /* MAX_RECORD_BYTES - bounds what a corrupt length field can make us read;
  * a COMMIT with SPOOL_MAX_RCPTS short recipients stays well below. */
 #define MAX_RECORD_BYTES (16u << 20)
@@ -100,6 +102,19 @@
 #define LOCK_NAME "spool.lock"
 #define SEG_NAME_FMT "%03u-%010" PRIu64 ".seg"
 #define SEG_NAME_BYTES 18u
+/*
+ * Moving messages out of old segments (spool_shard_sweep): the oldest
+ * segment a queued message pins is emptied once it is MOVE_MIN_LAG
+ * segments behind the one being written and what is left alive in it is
+ * at most an eighth of segment_bytes (so copying costs at most 1/8 of
+ * the bytes it frees); a sweep copies at most MOVE_MAX_BYTES and
+ * MOVE_MAX_MSGS, and only messages not due for MOVE_QUIET_S seconds
+ * (not being delivered now) with no update of theirs in the batch.
+ */
+#define MOVE_MIN_LAG 4u
+#define MOVE_MAX_BYTES (8u << 20)
+#define MOVE_MAX_MSGS 1024u
+#define MOVE_QUIET_S 60
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -283,7 +298,7 @@ struct seg {
 
 enum msg_state { MSG_FREE, MSG_OPEN, MSG_PENDING, MSG_INFLIGHT };
 /* what a batch item does to the index: a spool_msg carries all three */
-enum msg_kind { KIND_COMMIT, KIND_UPDATE, KIND_DONE };
+enum msg_kind { KIND_COMMIT, KIND_UPDATE, KIND_DONE, KIND_MOVE };
 enum sync_kind { SYNC_NONE, SYNC_RETIRED, SYNC_BATCH };
 
 struct spool_msg {
@@ -304,9 +319,19 @@ struct spool_msg {
 	uint64_t size;
 	uint32_t crc;
 	struct rm_buf extents;
-	struct rm_buf value;		/* index value, or UPDATE payload */
+	struct rm_buf value;		/* index value, UPDATE payload, or MOVE's COMMIT */
+	uint8_t *moved;			/* MOVE: the content to copy */
+	uint64_t old_first_seq;		/* MOVE: the segment it leaves */
 	int64_t due;
 	void *owner;
+};
+
+/* struct msg_loc - where a message's content lives, copied out of a txn. */
+struct msg_loc {
+	uint8_t *extents;
+	uint32_t n_extents;
+	uint64_t size;
+	uint32_t crc;
 };
 
 struct msg_list {
@@ -329,6 +354,7 @@ struct spool_shard {
 	struct spool_msg *free;
 	unsigned n_free;
 	struct rm_buf scratch;
+	uint64_t n_moved;		/* messages copied out of old segments */
 };
 
 /* ---- ids ----------------------------------------------------------------- */
@@ -1003,6 +1029,7 @@ static void msg_destroy(struct spool_msg *m)
 	rm_buf_fini(&m->extents);
 	rm_buf_fini(&m->value);
 	free(m->buf);
+	free(m->moved);
 	free(m);
 }
 
@@ -1042,6 +1069,8 @@ static void msg_put(struct spool_msg *m)
 	struct spool_shard *sh = m->sh;
 
 	m->state = MSG_FREE;
+	free(m->moved);
+	m->moved = NULL;
 	if (sh->n_free >= FREE_MSGS) {
 		msg_destroy(m);
 		return;
@@ -1361,6 +1390,44 @@ static int item_add(struct spool_shard *sh, enum msg_kind kind, uint64_t id,
 }
 
 /*
+ * move_write - the copy of a MOVE item: its content as CHUNK records, then
+ * a COMMIT flagged COMMIT_MOVED that carries the recipients' states; the
+ * new extents go to m->extents, the first segment written to m->first_seq.
+ */
+static int move_write(struct spool_shard *sh, struct spool_msg *m)
+{
+	struct rec_in r[MAX_RECS_PER_WRITE];
+	uint8_t ext[MAX_RECS_PER_WRITE][EXTENT_BYTES];
+	uint64_t off = 0;
+	bool is_last;
+	int n, rc;
+
+	m->extents.len = 0;
+	m->first_seq = UINT64_MAX;
+	do {
+		for (n = 0; off < m->size && n < MAX_RECS_PER_WRITE - 1; n++) {
+			size_t len = m->size - off < SPOOL_CHUNK_BYTES ? (size_t)(m->size - off)
+								     : SPOOL_CHUNK_BYTES;
+			r[n] = (struct rec_in){ SPOOL_REC_CHUNK, 0, m->id, m->moved + off, len,
+						ext[n] };
+			off += len;
+		}
+		is_last = off == m->size;
+		if (is_last)
+			r[n++] = (struct rec_in){ SPOOL_REC_COMMIT, COMMIT_MOVED, m->id,
+						  m->value.data, m->value.len, ext[n] };
+		if ((rc = seg_append_n(sh, r, n, NULL)) < 0)
+			return rc;
+		if (m->first_seq == UINT64_MAX)
+			m->first_seq = get_le32(ext[0]);
+		for (int i = 0; i < n - (is_last ? 1 : 0); i++)
+			if ((rc = rm_buf_append(&m->extents, ext[i], EXTENT_BYTES)) < 0)
+				return rc;
+	} while (!is_last);
+	return 0;
+}
+
+/*
  * items_write - the UPDATE and DONE records queued since the last batch,
  * MAX_RECS_PER_WRITE to a pwritev: the deliveries finished in one loop
  * cost one write, not one each. An item whose record cannot be written
@@ -1378,6 +1445,13 @@ static void items_write(struct spool_shard *sh)
 		for (n = 0; m != NULL && n < MAX_RECS_PER_WRITE; m = m->next) {
 			if (m->kind == KIND_COMMIT || m->is_rec_written)
 				continue;
+			if (m->kind == KIND_MOVE) {
+				if (n > 0)
+					break;	/* the records queued before it go first */
+				m->is_rec_written = true;
+				m->status = move_write(sh, m);
+				continue;
+			}
 			m->is_rec_written = true;
 			r[n] = (struct rec_in){ m->kind == KIND_UPDATE ? SPOOL_REC_RCPT_STATE
 						: SPOOL_REC_DONE, 0, m->id, m->value.data,
@@ -1434,6 +1508,162 @@ int spool_shard_done(struct spool_shard *sh, const char *id, void *owner,
 	if ((rc = item_check(sh, id, &v, &n_rcpts, err)) < 0)
 		return rc;
 	return item_add(sh, KIND_DONE, v, NULL, owner, err);
+}
+
+/* ---- moving messages out of old segments --------------------------------------- */
+
+static int stream(struct spool *sp, const char *ids, uint64_t id,
+		  const struct msg_loc *loc,
+		  int (*cb)(void *, const void *, size_t), void *arg,
+		  struct rm_err *err);
+
+/* has_item - an update, DONE or MOVE of id waits in this shard's batch. */
+static bool has_item(const struct spool_shard *sh, uint64_t id)
+{
+	const struct msg_list *l[2] = { &sh->pending, &sh->inflight };
+
+	for (int i = 0; i < 2; i++)
+		for (const struct spool_msg *m = l[i]->head; m != NULL; m = m->next)
+			if (m->id == id)
+				return true;
+	return false;
+}
+
+struct move_buf {
+	uint8_t *p;
+	size_t len, cap;
+};
+
+static int move_copy(void *arg, const void *p, size_t len)
+{
+	struct move_buf *mb = arg;
+
+	if (len > mb->cap - mb->len)
+		return SPOOL_ECORRUPT;	/* more than the COMMIT's size */
+	memcpy(mb->p + mb->len, p, len);
+	mb->len += len;
+	return 0;
+}
+
+/* move_one - queue a MOVE of message id (index value vv): its content is
+ * read and checked now, the copy written by the next batch. */
+static int move_one(struct spool_shard *sh, uint64_t id, const struct value_view *vv,
+		    struct rm_err *err)
+{
+	struct msg_loc loc = { (uint8_t *)(uintptr_t)vv->extents, vv->n_extents, vv->cv.size,
+			       vv->cv.crc };
+	struct move_buf mb = { NULL, 0, (size_t)vv->cv.size };
+	struct spool_msg *m;
+	int rc;
+
+	if ((m = msg_get(sh)) == NULL || (mb.p = malloc(mb.cap ? mb.cap : 1)) == NULL) {
+		if (m != NULL)
+			msg_put(m);
+		return rm_err_set(err, -ENOMEM, "spool: move: %s", strerror(ENOMEM));
+	}
+	m->kind = KIND_MOVE;
+	m->id = id;
+	id_format(id, m->id_str);
+	m->moved = mb.p;
+	m->size = vv->cv.size;
+	m->old_first_seq = vv->first_seq;
+	if ((rc = stream(sh->sp, m->id_str, id, &loc, move_copy, &mb, err)) < 0) {
+		msg_put(m);
+		return rc;
+	}
+	if (rm_buf_append(&m->value, vv->commit,
+			  vv->commit_len + (size_t)vv->cv.n_rcpts * RSTATE_BYTES) < 0) {
+		msg_put(m);
+		return rm_err_set(err, -ENOMEM, "spool: move %s: %s", m->id_str, strerror(ENOMEM));
+	}
+	m->state = MSG_PENDING;
+	list_add(&sh->pending, m);
+	return 0;
+}
+
+/*
+ * move_old - queue MOVEs for the messages that keep this shard's oldest
+ * segments alive, a whole segment at a time, within the MOVE_* bounds;
+ * how many. Stops at the first segment that is too young, too full of
+ * live mail, or holds a message due soon or with an item in the batch.
+ */
+static int move_old(struct spool_shard *sh, struct rm_err *err)
+{
+	struct spool *sp = sh->sp;
+	uint64_t cur = sh->cur.fd >= 0 ? sh->cur.seq : sp->next_seq[sh->idx];
+	int64_t quiet = (int64_t)time(NULL) + MOVE_QUIET_S;
+	uint64_t ids[MOVE_MAX_MSGS];
+	size_t bytes = 0;
+	unsigned n_moved = 0;
+	uint8_t k[16], mk[8];
+	MDB_val key = { 16, k }, v, mkey = { 8, mk };
+	struct value_view vv;
+	MDB_txn *txn;
+	MDB_cursor *c;
+	int rc, rc2 = 0;
+
+	if ((rc = mdb_txn_begin(sp->env, NULL, MDB_RDONLY, &txn)) != 0)
+		return lmdb_err(err, rc, "mdb_txn_begin");
+	if ((rc = mdb_cursor_open(txn, sp->db_seg, &c)) != 0) {
+		mdb_txn_abort(txn);
+		return lmdb_err(err, rc, "mdb_cursor_open");
+	}
+	seg_key(k, sh->idx, 0, 0);
+	rc = mdb_cursor_get(c, &key, &v, MDB_SET_RANGE);
+	while (rc == 0 && rc2 == 0 && n_moved < MOVE_MAX_MSGS) {
+		const uint8_t *kp = key.mv_data;
+		uint32_t seq;
+		size_t n = 0, g_bytes = 0;
+		bool is_ok = true;
+
+		if (key.mv_size != 16 || get_be32(kp) != sh->idx)
+			break;
+		seq = get_be32(kp + 4);
+		if ((uint64_t)seq + MOVE_MIN_LAG > cur)
+			break;
+		/* plan: every message of segment seq, each quiet */
+		while (rc == 0 && key.mv_size == 16 && get_be32(key.mv_data) == sh->idx &&
+		       get_be32((uint8_t *)key.mv_data + 4) == seq && is_ok) {
+			uint64_t id = get_be64((uint8_t *)key.mv_data + 8);
+			int64_t due;
+
+			put_be64(mk, id);
+			if (n_moved + n == MOVE_MAX_MSGS || has_item(sh, id) ||
+			    mdb_get(txn, sp->db_msg, &mkey, &v) != 0 ||
+			    value_parse(v.mv_data, v.mv_size, &vv) != 0) {
+				is_ok = false;
+				break;
+			}
+			due = value_due(&vv);
+			g_bytes += (size_t)vv.cv.size + v.mv_size;
+			is_ok = due > quiet && due != INT64_MAX &&
+				g_bytes <= sp->o.segment_bytes / 8 &&
+				bytes + g_bytes <= MOVE_MAX_BYTES;
+			ids[n++] = id;
+			rc = mdb_cursor_get(c, &key, &v, MDB_NEXT);
+		}
+		if (!is_ok)
+			break;
+		/* do */
+		if (sh->cur.fd < 0 && (rc2 = seg_reserve(sh, 0, err)) < 0)
+			break;
+		for (size_t i = 0; i < n && rc2 == 0; i++) {
+			put_be64(mk, ids[i]);
+			if (mdb_get(txn, sp->db_msg, &mkey, &v) != 0 ||
+			    value_parse(v.mv_data, v.mv_size, &vv) != 0)
+				continue;
+			if ((rc2 = move_one(sh, ids[i], &vv, err)) == 0)
+				n_moved++;
+		}
+		bytes += g_bytes;
+	}
+	mdb_cursor_close(c);
+	mdb_txn_abort(txn);
+	if (rc2 < 0)
+		return rc2;
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return lmdb_err(err, rc, "mdb_cursor_get");
+	return (int)n_moved;
 }
 
 /* ---- segment reclamation -------------------------------------------------------- */
@@ -1511,7 +1741,14 @@ int spool_shard_sweep(struct spool_shard *sh, struct rm_err *err)
 		n++;
 	}
 	sp->low_seq[sh->idx] = seq;
+	if (rc >= 0 && (rc = move_old(sh, err)) > 0)
+		rc = 0;		/* the copies free their segments at a later sweep */
 	return rc < 0 ? rc : n;
+}
+
+uint64_t spool_shard_n_moved(const struct spool_shard *sh)
+{
+	return sh->n_moved;
 }
 
 /* ---- index writes ------------------------------------------------------------- */
@@ -1661,6 +1898,48 @@ static int index_update(struct spool *sp, MDB_txn *txn, uint64_t id,
 	return index_due_move(sp, txn, id, old_due, value_due(&vv));
 }
 
+/*
+ * index_move - point message m->id at its copy (m->extents, m->first_seq)
+ * and move its seg key; envelope and recipient states stay as the index
+ * has them. Returns 0, MDB_NOTFOUND (it left the queue meanwhile),
+ * SPOOL_ECORRUPT, -ENOMEM, an LMDB error.
+ */
+static int index_move(struct spool *sp, MDB_txn *txn, const struct spool_msg *m,
+		      struct rm_buf *tmp)
+{
+	struct value_view vv;
+	uint8_t k[8], sk[16], h[VALUE_HDR_BYTES];
+	MDB_val key = { 8, k }, v, skey = { 16, sk }, none = { 0, NULL };
+	uint32_t shard, old_first;
+	int rc;
+
+	put_be64(k, m->id);
+	if ((rc = mdb_get(txn, sp->db_msg, &key, &v)) != 0)
+		return rc;
+	if (value_parse(v.mv_data, v.mv_size, &vv) != 0)
+		return SPOOL_ECORRUPT;
+	/* copy first: the writes below may move the page v points into */
+	shard = vv.shard;
+	old_first = vv.first_seq;
+	memcpy(h, v.mv_data, sizeof(h));
+	put_le32(h + 8, (uint32_t)(m->extents.len / EXTENT_BYTES));
+	put_le32(h + 16, (uint32_t)m->first_seq);
+	tmp->len = 0;
+	if (rm_buf_append(tmp, h, sizeof(h)) < 0 ||
+	    rm_buf_append(tmp, m->extents.data, m->extents.len) < 0 ||
+	    rm_buf_append(tmp, vv.commit, vv.commit_len + (size_t)vv.cv.n_rcpts * RSTATE_BYTES) < 0)
+		return -ENOMEM;
+	seg_key(sk, shard, old_first, m->id);
+	if ((rc = mdb_del(txn, sp->db_seg, &skey, NULL)) != 0 && rc != MDB_NOTFOUND)
+		return rc;
+	seg_key(sk, shard, (uint32_t)m->first_seq, m->id);
+	if ((rc = mdb_put(txn, sp->db_seg, &skey, &none, 0)) != 0)
+		return rc;
+	v.mv_data = tmp->data;
+	v.mv_size = tmp->len;
+	return mdb_put(txn, sp->db_msg, &key, &v, 0);
+}
+
 /* index_apply - one batch item; its own outcome goes to m->status. */
 static int index_apply(struct spool_shard *sh, MDB_txn *txn, struct spool_msg *m)
 {
@@ -1675,11 +1954,14 @@ static int index_apply(struct spool_shard *sh, MDB_txn *txn, struct spool_msg *m
 	case KIND_UPDATE:
 		rc = index_update(sp, txn, m->id, m->value.data, m->value.len, &sh->scratch);
 		break;
+	case KIND_MOVE:
+		rc = index_move(sp, txn, m, &sh->scratch);
+		break;
 	default:
 		rc = index_del_msg(sp, txn, m->id);
 		break;
 	}
-	if (rc == MDB_NOTFOUND || rc == SPOOL_ECORRUPT) {
+	if (rc == MDB_NOTFOUND || rc == SPOOL_ECORRUPT || rc == -ENOMEM) {
 		m->status = rc == MDB_NOTFOUND ? -ENOENT : rc;
 		rc = 0;
 	}
@@ -1757,7 +2039,9 @@ static void batch_callback(struct spool_msg *head, int status,
 	for (m = head; m != NULL; m = next) {
 		next = m->next;
 		m->next = NULL;
-		if (done != NULL)
+		if (m->kind == KIND_MOVE)	/* ours: nobody waits for it */
+			m->sh->n_moved += status == 0 && m->status == 0;
+		else if (done != NULL)
 			done(m->owner, m->id_str, status != 0 ? status : m->status);
 		msg_put(m);
 	}
@@ -2032,13 +2316,6 @@ int spool_get(struct spool *sp, const char *id,
 	return rc;
 }
 
-/* struct msg_loc - where a message's content lives, copied out of a txn. */
-struct msg_loc {
-	uint8_t *extents;
-	uint32_t n_extents;
-	uint64_t size;
-	uint32_t crc;
-};
 
 static int locate(struct spool *sp, const char *ids, uint64_t id,
 		  struct msg_loc *loc, struct rm_err *err)
@@ -2437,15 +2714,47 @@ static int apply_chunk(struct rebuild *rb, const struct rec *r)
 	return rm_buf_append(&p->extents, ext, sizeof(ext)) == -ENOMEM ? -ENOMEM : 0;
 }
 
+/*
+ * moved_states - a COMMIT_MOVED payload is a COMMIT payload and then one
+ * index rstate per recipient: the length of the first part, or 0 when
+ * the sizes do not add up or a state is out of range.
+ */
+static size_t moved_states(const struct rec *r)
+{
+	uint32_t n;
+	size_t states;
+
+	if (r->len < COMMIT_FIXED_BYTES)
+		return 0;
+	n = get_le32(r->payload + 4);
+	states = (size_t)n * RSTATE_BYTES;
+	if (n == 0 || n > SPOOL_MAX_RCPTS || states >= r->len)
+		return 0;
+	for (uint32_t i = 0; i < n; i++)
+		if (r->payload[r->len - states + (size_t)i * RSTATE_BYTES] > SPOOL_RCPT_FAILED)
+			return 0;
+	return r->len - states;
+}
+
+/*
+ * apply_commit - a message is complete: index it. A moved copy
+ * (COMMIT_MOVED) replaces the entry of the same id, states included; the
+ * records after it (updates, its DONE) apply as before.
+ */
 static int apply_commit(struct rebuild *rb, const struct rec *r)
 {
 	struct pend **pp = pend_slot(rb, r->id), *p = *pp;
 	struct commit_view cv;
+	struct value_view vv;
 	uint64_t size = p ? p->size : 0;
 	uint32_t crc = p ? p->crc : 0;
+	bool is_moved = (r->flags & COMMIT_MOVED) != 0;
+	size_t clen = is_moved ? moved_states(r) : r->len;
+	int64_t due;
 	int rc;
 
-	if (commit_parse(r->payload, r->len, &cv) < 0) {
+	if (clen == 0 || commit_parse(r->payload, clen, &cv) < 0 ||
+	    (is_moved && r->len - clen != (size_t)cv.n_rcpts * RSTATE_BYTES)) {
 		rb->sp->stats.n_bad_records++;
 		rc = 0;
 	} else if (cv.size != size || cv.crc != crc) {
@@ -2455,9 +2764,24 @@ static int apply_commit(struct rebuild *rb, const struct rec *r)
 				     p ? get_le32(p->extents.data) : r->seq,
 				     p ? p->extents.data : NULL,
 				     p ? p->extents.len / EXTENT_BYTES : 0,
-				     r->payload, r->len, &cv)) == 0) {
-		rc = index_put_msg(rb->sp, rb->txn, r->id, cv.arrival,
-				   rb->value.data, rb->value.len);
+				     r->payload, clen, &cv)) == 0) {
+		due = cv.arrival;
+		if (is_moved) {
+			memcpy(rb->value.data + rb->value.len - (r->len - clen),
+			       r->payload + clen, r->len - clen);
+			if (value_parse(rb->value.data, rb->value.len, &vv) == 0)
+				due = value_due(&vv);
+			/* the original's keys go: its segment may be gone */
+			rc = index_del_msg(rb->sp, rb->txn, r->id);
+			rc = rc == MDB_NOTFOUND ? 0 : rc;
+		}
+		/* no recipient pending: no due key, as index_update leaves it */
+		if (rc == 0)
+			rc = index_put_msg(rb->sp, rb->txn, r->id,
+					   due == INT64_MAX ? cv.arrival : due,
+					   rb->value.data, rb->value.len);
+		if (rc == 0 && due == INT64_MAX)
+			rc = index_due_move(rb->sp, rb->txn, r->id, cv.arrival, INT64_MAX);
 		if (rc != 0)
 			rc = lmdb_err(rb->err, rc, "mdb_put");
 	}

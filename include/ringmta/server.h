@@ -62,6 +62,7 @@ struct server {
 	bool is_durable;                /* durability = batch */
 	bool is_sync_timer_armed;       /* waiting for sync_slot_ns */
 	int64_t sync_spacing_ns;        /* 1 s / fsync_rate_limit, or 0 */
+	uint64_t n_moved_logged;        /* spool_shard_n_moved at the last sweep */
 	int64_t sync_slot_ns;           /* reserved fsync start, or 0 */
 	struct __kernel_timespec sync_wait;
 	struct server_listener *listeners;

@@ -103,10 +103,23 @@
  * pending or open message of the shard has a record in (the index keeps
  * each message's first segment). Deleting out of order would be wrong: a
  * DONE in a deleted segment would let a rebuild revive its message from
- * an older one. XXX one long-deferred message pins every later segment
- * until it leaves the queue; copying the few live messages of an old
- * segment forward (chunks, a COMMIT with the same id, their current
- * RCPT_STATE) would bound that.
+ * an older one. A long-deferred message would so pin every later
+ * segment until it leaves the queue: see Moving.
+ *
+ * Moving. So that a few long-deferred messages do not keep every later
+ * segment (the whole traffic since they arrived) on disk, the sweep copies
+ * the live messages of the shard's oldest pinned segment forward once it
+ * is 4 segments behind the one being written, if they are at most an
+ * eighth of a segment and none is due within a minute or has an update
+ * in the batch (none is being delivered). A copy is its content as new
+ * CHUNK records and a COMMIT with the same id, flagged COMMIT_MOVED, that
+ * carries every recipient's current state. It goes through the batch like
+ * an update: records written in batch order, fdatasync, then the index
+ * entry points at the copy and its seg key moves, and the old segment no
+ * longer pins anything. A rebuild takes a moved COMMIT as the message's
+ * new entry (states included) and applies the records after it as
+ * usual; one torn or never synced leaves the original in force. Each
+ * deferred message is copied about once per 4 segments of traffic.
  * XXX the directory fsync at segment creation runs on the calling thread
  * (once per segment_bytes); it could be a step of the sync pipeline.
  */
@@ -541,14 +554,21 @@ int spool_shard_done(struct spool_shard *sh, const char *id, void *owner,
 
 /*
  * spool_shard_sweep - unlink this shard's segments that no queued, pending
- * or open message needs any more (see DESIGN: Reclamation), and clear the
+ * or open message needs any more (see DESIGN: Reclamation), clear the
  * LMDB reader slots of dead reader processes (they would pin old pages
- * and slowly fill the map). Blocking: one unlink and one directory fsync
- * per segment removed, so call it now and then, e.g. once a minute or
- * after a batch of removals. Returns the number of segments removed,
- * -errno (unlinkat, fsync), SPOOL_EINDEX.
+ * and slowly fill the map), and queue copies of the few messages that
+ * keep old segments alive (DESIGN: Moving) on the pending batch: the next
+ * sync writes them and repoints the index, a later sweep unlinks what
+ * they freed. Blocking: one unlink and one directory fsync per segment
+ * removed, and reads of at most 8 MiB of old content, so call it now and
+ * then, e.g. once a minute. Returns the number of segments removed,
+ * -errno (unlinkat, fsync, reads), SPOOL_EINDEX, SPOOL_ECORRUPT (a
+ * message to copy does not read back).
  */
 int spool_shard_sweep(struct spool_shard *sh, struct rm_err *err);
+
+/* spool_shard_n_moved - messages this shard copied out of old segments. */
+uint64_t spool_shard_n_moved(const struct spool_shard *sh);
 
 /*
  * spool_list - call cb for every queued message in id (arrival) order,

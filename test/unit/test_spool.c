@@ -2053,6 +2053,139 @@ static void test_sweep(void)
 	spool_close(sp);
 }
 
+/* check_moved_states - a[0]'s states as test_move set them (attempts1 on rcpt 1). */
+static void check_moved_states(struct spool *sp, const char *id, int64_t later, unsigned attempts1)
+{
+	struct state_seen st;
+	struct rm_err err;
+
+	memset(&st, 0, sizeof(st));
+	T_EQ_INT(spool_get(sp, id, get_states, &st, &err), 7);
+	T_EQ_INT(st.state[0], SPOOL_RCPT_DELIVERED);
+	T_EQ_INT(st.attempts[0], 1);
+	T_EQ_INT(st.state[1], SPOOL_RCPT_PENDING);
+	T_EQ_INT(st.attempts[1], attempts1);
+	T_CHECK(st.next[1] == later, "next attempt %lld, want %lld", (long long)st.next[1],
+		(long long)later);
+	T_EQ_INT(st.flags[1], SPOOL_RCPT_F_DELAY_NOTIFIED);
+	T_CHECK(st.due == later, "due %lld, want %lld", (long long)st.due, (long long)later);
+}
+
+/* churn_done - n messages of 3000 bytes stored, then removed. */
+static void churn_done(struct spool_shard *sh, unsigned base, unsigned n)
+{
+	static struct ack a, d;
+	struct rm_err err;
+
+	for (unsigned i = 0; i < n; i++) {
+		T_EQ_INT(put(sh, 3000, base + i, 3000, &a, true), 0);
+		T_EQ_INT(spool_shard_done(sh, a.id, &d, &err), 0);
+		drive(sh);
+		T_EQ_INT(d.status, 0);
+	}
+}
+
+/*
+ * test_move - a deferred message does not pin every later segment: the
+ * sweep copies it forward (content, envelope, recipient states), the next
+ * sweep unlinks what that freed; a message due soon is left alone; a
+ * rebuild takes the copy, with its states and the updates after it,
+ * whether the original's segment is still there or not.
+ */
+static void test_move(void)
+{
+	const char *dir = new_dir("move");
+	struct spool_opts o = opts(dir);
+	struct spool *sp;
+	struct spool_shard *sh;
+	struct rm_err err;
+	static struct ack a, b, w;
+	int64_t later = (int64_t)time(NULL) + 3600;
+	char marker[600];
+	int before, n;
+
+	o.segment_bytes = 8192;		/* a 300-byte message is < 1/8 of it */
+	snprintf(marker, sizeof(marker), "%s/index/clean", dir);
+	sp = open_or_die(&o);
+	sh = shard_or_die(sp, 0);
+	T_CASE("move_deferred_message_pins_later_segments");
+	T_EQ_INT(put(sh, 300, 100, 300, &a, true), 0);
+	struct spool_rcpt_update up[2] = {
+		{ 0, SPOOL_RCPT_DELIVERED, 1, 0, 0 },
+		{ 1, SPOOL_RCPT_PENDING, 3, later, SPOOL_RCPT_F_DELAY_NOTIFIED },
+	};
+	T_EQ_INT(spool_shard_update(sh, a.id, up, 2, &w, &err), 0);
+	drive(sh);
+	T_EQ_INT(w.status, 0);
+	churn_done(sh, 200, 40);
+	before = count_segments(dir);
+	T_CHECK(before >= 20, "segments: got %d", before);
+	T_EQ_INT(list(sp).n, 1);
+	T_CASE("move_copies_then_frees");
+	T_EQ_INT(spool_shard_sweep(sh, &err), 0);	/* a's segment is the first */
+	T_EQ_INT(count_segments(dir), before);
+	T_CHECK(drive(sh) >= 1, "the move needs a batch");
+	T_EQ_INT((int)spool_shard_n_moved(sh), 1);
+	n = spool_shard_sweep(sh, &err);
+	T_CHECK(n >= before - 3, "removed %d of %d segments (%s)", n, before, err.msg);
+	T_EQ_INT(list(sp).n, 1);
+	check_content(sp, a.id, 300, 100);
+	check_moved_states(sp, a.id, later, 3);
+	T_CASE("move_not_while_due");
+	churn_done(sh, 250, 6);		/* b in a later segment than a's copy */
+	T_EQ_INT(put(sh, 300, 101, 300, &b, true), 0);	/* due since its arrival */
+	churn_done(sh, 300, 40);
+	before = count_segments(dir);
+	T_EQ_INT(spool_shard_sweep(sh, &err), 0);
+	drive(sh);
+	T_EQ_INT((int)spool_shard_n_moved(sh), 2);		/* a again, not b */
+	n = spool_shard_sweep(sh, &err);
+	T_CHECK(n >= 1 && count_segments(dir) >= 15, "removed %d, left %d: b pins the rest",
+		n, count_segments(dir));
+	T_CASE("move_update_after_the_copy");
+	up[1].attempts = 4;
+	T_EQ_INT(spool_shard_update(sh, a.id, up, 2, &w, &err), 0);
+	drive(sh);
+	check_moved_states(sp, a.id, later, 4);
+	T_CASE("move_rebuild_with_the_original_still_there");
+	T_EQ_INT(spool_shard_done(sh, b.id, &w, &err), 0);
+	drive(sh);
+	T_CHECK(spool_shard_sweep(sh, &err) >= 1, "b's segments go: %s", err.msg);
+	churn_done(sh, 400, 12);
+	T_EQ_INT(spool_shard_sweep(sh, &err), 0);
+	drive(sh);
+	T_EQ_INT((int)spool_shard_n_moved(sh), 3);
+	before = count_segments(dir);
+	spool_shard_close(sh);		/* no sweep: the copy and its original */
+	spool_close(sp);
+	T_EQ_INT(unlink(marker), 0);
+	sp = open_or_die(&o);
+	struct spool_stats sst;
+	spool_stats(sp, &sst);
+	T_CHECK(sst.is_rebuilt, "the index was rebuilt");
+	struct listing l = list(sp);
+	T_EQ_INT(l.n, 1);
+	T_EQ_INT(count_id(&l, a.id), 1);
+	check_content(sp, a.id, 300, 100);
+	check_moved_states(sp, a.id, later, 4);
+	T_CASE("move_rebuilt_index_no_longer_pins_the_original");
+	sh = shard_or_die(sp, 0);
+	n = spool_shard_sweep(sh, &err);
+	T_CHECK(n >= 4 && count_segments(dir) <= before - 4, "removed %d (%s), left %d of %d",
+		n, err.msg, count_segments(dir), before);
+	T_CASE("move_rebuild_with_the_original_gone");
+	spool_shard_close(sh);
+	spool_close(sp);
+	T_EQ_INT(unlink(marker), 0);
+	sp = open_or_die(&o);
+	l = list(sp);
+	T_EQ_INT(l.n, 1);
+	T_EQ_INT(count_id(&l, a.id), 1);
+	check_content(sp, a.id, 300, 100);
+	check_moved_states(sp, a.id, later, 4);
+	spool_close(sp);
+}
+
 /* struct mt_arg - one reactor thread's share of the threaded case. */
 struct mt_arg {
 	struct spool *sp;
@@ -2349,6 +2482,7 @@ int main(void)
 	test_get_and_hold();
 	test_ownership();
 	test_sweep();
+	test_move();
 	test_stale_reader();
 	test_reader_cache();
 	test_threads();
