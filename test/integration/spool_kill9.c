@@ -6,7 +6,9 @@
  * checks that every acknowledged message is there, byte-exact, and that
  * nothing is there that was never ended; and, as the writer also removes
  * acknowledged messages (spool_shard_done) and sweeps segments, that no
- * acknowledged removal comes back. Repeats, alternating clean and
+ * acknowledged removal comes back; and, as it also defers some messages
+ * for a day (spool_shard_update) and keeps them, which makes the sweeps
+ * copy them out of old segments, that those stay byte-exact. Repeats, alternating clean and
  * starts of the writer (trusted index, rebuild) so both paths are exercised.
  *
  * Usage: spool_kill9 [iterations (default 20)] [dir]
@@ -46,7 +48,8 @@ struct ended {
 	uint32_t size, seed;
 	volatile int acked;	/* the commit's callback said 0 */
 	volatile int removal;	/* 1: spool_shard_done() queued, 2: acked */
-	struct tag tag[2];
+	volatile int deferred;	/* deferred a day, never removed */
+	struct tag tag[3];
 };
 
 struct shared {
@@ -79,9 +82,9 @@ static void on_done(void *owner, const char *id, int status)
 {
 	struct tag *t = owner;
 	(void)id;
-	if (status == 0 && t->is_removal)
+	if (status == 0 && t->is_removal == 1)
 		t->e->removal = 2;
-	else if (status == 0)
+	else if (status == 0 && t->is_removal == 0)
 		t->e->acked = 1;
 }
 
@@ -131,6 +134,8 @@ static void step(struct spool_shard *sh, struct session *s, uint8_t *buf)
 	e->removal = 0;
 	e->tag[0] = (struct tag){ e, 0 };
 	e->tag[1] = (struct tag){ e, 1 };
+	e->tag[2] = (struct tag){ e, 2 };
+	e->deferred = 0;
 	g->n_ended++;		/* published first: a kill may follow the COMMIT */
 	(void)spool_msg_end(s->m, &env, &e->tag[0], &err);
 	s->m = NULL;
@@ -153,6 +158,13 @@ static void remove_one(struct spool_shard *sh, unsigned k)
 		if (((e->id >> 24) & 0xff) != k || e->removal != 0)
 			continue;
 		snprintf(id, sizeof(id), "%016" PRIx64, e->id);
+		if (e->acked && e->size <= 64u * 1024u && rnd() % 10 == 0) {
+			struct spool_rcpt_update up = { 0, SPOOL_RCPT_PENDING, 1,
+							(int64_t)time(NULL) + 86400, 0 };
+			e->deferred = 1;
+			(void)spool_shard_update(sh, id, &up, 1, &e->tag[2], &err);
+			return;
+		}
 		/* published first, as n_ended is: spool_shard_done() writes the
 		 * DONE record before it returns, and a kill between the two
 		 * would leave a removal the rebuild applies but the check
@@ -271,8 +283,8 @@ static int verify(struct spool *sp, uint8_t *buf, unsigned long *n_acked)
 			bad++;
 			continue;
 		}
-		if (i % 17 != 0 && i + 200 < g->n_ended)
-			continue;	/* read back a sample plus the newest */
+		if (i % 17 != 0 && i + 200 < g->n_ended && !e->deferred)
+			continue;	/* read back a sample, the newest, the deferred */
 		fill(buf, 0, e->size, e->seed);
 		struct cmp_sink c = { buf, 0, e->size, 0 };
 		int rc = spool_read(sp, id, on_bytes, &c, &err);
