@@ -168,6 +168,24 @@ class Unbound:
                 self.proc.wait(timeout=5)
 
 
+def start_unbounds(tmp_path_factory, tag, make):
+    """start_unbounds - the Unbound instances make(workdir) returns, started.
+    A port free for UDP may still be taken for TCP (unbound binds both),
+    e.g. as the ephemeral port of some client's connection: start again on
+    new ports when one cannot bind."""
+    for attempt in range(5):
+        servers = make(tmp_path_factory.mktemp(tag))
+        for u in servers:
+            u.start()
+        time.sleep(0.2)
+        busy = [u for u in servers if u.proc.poll() is not None
+                and "Address already in use" in u.log.read_text()]
+        if not busy or attempt == 4:
+            return servers
+        for u in servers:
+            u.stop()
+
+
 @pytest.fixture(scope="module")
 def dns_server(tmp_path_factory):
     """dns_server - the zone server's port; a refuser behind fail.example."""
@@ -175,25 +193,12 @@ def dns_server(tmp_path_factory):
         pytest.skip("unbound is not installed (apt-get install unbound)")
     if not os.access(PROBE, os.X_OK):
         pytest.fail(f"dns_probe not found at {PROBE}: build it (ninja) or set RINGMTA_DNS_PROBE")
-    # A port free for UDP may still be taken for TCP (unbound binds both),
-    # e.g. as the ephemeral port of some client's connection: start again
-    # on new ports when unbound cannot bind.
-    for attempt in range(5):
-        workdir = tmp_path_factory.mktemp("unbound")
+    def make(workdir):
         refuser = Unbound(workdir, "refuser", "refuse")
         forward = (f'forward-zone:\n  name: "fail.example."\n'
                    f'  forward-addr: 127.0.0.1@{refuser.port}\n')
-        server = Unbound(workdir, "zones", "allow", zone=ZONE, forward=forward)
-        refuser.start()
-        server.start()
-        time.sleep(0.2)
-        busy = [u for u in (refuser, server) if u.proc.poll() is not None
-                and "Address already in use" in u.log.read_text()]
-        if busy and attempt < 4:
-            server.stop()
-            refuser.stop()
-            continue
-        break
+        return refuser, Unbound(workdir, "zones", "allow", zone=ZONE, forward=forward)
+    refuser, server = start_unbounds(tmp_path_factory, "unbound", make)
     try:
         refuser.wait_ready("anything.example")
         server.wait_ready("multi.test")
@@ -501,22 +506,10 @@ def trunc_servers(tmp_path_factory):
     BIG_ZONE with UDP answers cut at 512 bytes."""
     if unbound_bin() is None:
         pytest.skip("unbound is not installed (apt-get install unbound)")
-    for attempt in range(5):
-        workdir = tmp_path_factory.mktemp("unbound-trunc")
-        with_tcp = Unbound(workdir, "trunc", "allow",
-                           zone="  max-udp-size: 512\n" + BIG_ZONE)
-        no_tcp = Unbound(workdir, "trunc-notcp", "allow",
-                         zone="  max-udp-size: 512\n  do-tcp: no\n" + BIG_ZONE)
-        with_tcp.start()
-        no_tcp.start()
-        time.sleep(0.2)
-        busy = [u for u in (with_tcp, no_tcp) if u.proc.poll() is not None
-                and "Address already in use" in u.log.read_text()]
-        if busy and attempt < 4:
-            with_tcp.stop()
-            no_tcp.stop()
-            continue
-        break
+    with_tcp, no_tcp = start_unbounds(tmp_path_factory, "unbound-trunc", lambda workdir: (
+        Unbound(workdir, "trunc", "allow", zone="  max-udp-size: 512\n" + BIG_ZONE),
+        Unbound(workdir, "trunc-notcp", "allow",
+                zone="  max-udp-size: 512\n  do-tcp: no\n" + BIG_ZONE)))
     try:
         with_tcp.wait_ready("small.test")
         no_tcp.wait_ready("small.test")
