@@ -321,7 +321,6 @@ struct spool_msg {
 	struct rm_buf extents;
 	struct rm_buf value;		/* index value, UPDATE payload, or MOVE's COMMIT */
 	uint8_t *moved;			/* MOVE: the content to copy */
-	uint64_t old_first_seq;		/* MOVE: the segment it leaves */
 	int64_t due;
 	void *owner;
 };
@@ -1566,7 +1565,6 @@ static int move_one(struct spool_shard *sh, uint64_t id, const struct value_view
 	id_format(id, m->id_str);
 	m->moved = mb.p;
 	m->size = vv->cv.size;
-	m->old_first_seq = vv->first_seq;
 	if ((rc = stream(sh->sp, m->id_str, id, &loc, move_copy, &mb, err)) < 0) {
 		msg_put(m);
 		return rc;
@@ -2039,9 +2037,7 @@ static void batch_callback(struct spool_msg *head, int status,
 	for (m = head; m != NULL; m = next) {
 		next = m->next;
 		m->next = NULL;
-		if (m->kind == KIND_MOVE)	/* ours: nobody waits for it */
-			m->sh->n_moved += status == 0 && m->status == 0;
-		else if (done != NULL)
+		if (m->kind != KIND_MOVE && done != NULL)	/* a MOVE is ours */
 			done(m->owner, m->id_str, status != 0 ? status : m->status);
 		msg_put(m);
 	}
@@ -2098,6 +2094,8 @@ void spool_shard_sync_end(struct spool_shard *sh, int res,
 	sh->inflight.head = sh->inflight.tail = NULL;
 	if ((rc = index_put_batch(sh, l, err)) < 0)
 		batch_mark_done(sh, l);
+	for (struct spool_msg *m = l; m != NULL && rc == 0; m = m->next)
+		sh->n_moved += m->kind == KIND_MOVE && m->status == 0;
 	batch_callback(l, rc, done);
 	seg_fill_ahead(sh);	/* after the replies: off their latency */
 }

@@ -2186,6 +2186,54 @@ static void test_move(void)
 	spool_close(sp);
 }
 
+/*
+ * test_move_sync_failure - a MOVE whose batch fdatasync fails changes
+ * nothing: the message reads back from where it was, with its states;
+ * the next sweep moves it again.
+ */
+static void test_move_sync_failure(void)
+{
+	const char *dir = new_dir("move_fail");
+	struct spool_opts o = opts(dir);
+	struct spool *sp;
+	struct spool_shard *sh;
+	struct rm_err err;
+	static struct ack a, w;
+	int64_t later = (int64_t)time(NULL) + 3600;
+	int fd;
+
+	o.segment_bytes = 8192;
+	sp = open_or_die(&o);
+	sh = shard_or_die(sp, 0);
+	T_CASE("move_sync_failure_keeps_the_original");
+	T_EQ_INT(put(sh, 300, 100, 300, &a, true), 0);
+	struct spool_rcpt_update up[2] = {
+		{ 0, SPOOL_RCPT_DELIVERED, 1, 0, 0 },
+		{ 1, SPOOL_RCPT_PENDING, 3, later, SPOOL_RCPT_F_DELAY_NOTIFIED },
+	};
+	T_EQ_INT(spool_shard_update(sh, a.id, up, 2, &w, &err), 0);
+	drive(sh);
+	churn_done(sh, 200, 12);
+	T_EQ_INT(spool_shard_sweep(sh, &err), 0);
+	T_CHECK((fd = spool_shard_sync_begin(sh)) >= 0, "the move is a batch");
+	while (fd >= 0) {
+		spool_shard_sync_end(sh, -EIO, on_done, &err);
+		fd = spool_shard_sync_begin(sh);
+	}
+	T_EQ_INT((int)spool_shard_n_moved(sh), 0);
+	check_content(sp, a.id, 300, 100);
+	check_moved_states(sp, a.id, later, 3);
+	T_CASE("move_sync_failure_then_moved_at_the_next_sweep");
+	T_EQ_INT(spool_shard_sweep(sh, &err), 0);
+	drive(sh);
+	T_EQ_INT((int)spool_shard_n_moved(sh), 1);
+	T_CHECK(spool_shard_sweep(sh, &err) >= 4, "the old segments go: %s", err.msg);
+	check_content(sp, a.id, 300, 100);
+	check_moved_states(sp, a.id, later, 3);
+	spool_shard_close(sh);
+	spool_close(sp);
+}
+
 /* struct mt_arg - one reactor thread's share of the threaded case. */
 struct mt_arg {
 	struct spool *sp;
@@ -2483,6 +2531,7 @@ int main(void)
 	test_ownership();
 	test_sweep();
 	test_move();
+	test_move_sync_failure();
 	test_stale_reader();
 	test_reader_cache();
 	test_threads();
