@@ -17,7 +17,8 @@
  *       only (EDNS0, 4096 bytes); a query whose UDP answer comes back
  *       truncated (TC) is asked again over TCP on the ring (RFC 1035
  *       4.2.2, RFC 7766), one connection per query, answers up to
- *       DNS_TCP_MAX_BYTES, each step bounded by the query timeout.
+ *       DNS_TCP_MAX_BYTES, the whole exchange bounded by twice the query
+ *       timeout.
  * Errors: set-up returns -errno/-EINVAL with an rm_err; lookups return
  *       -EINVAL/-EAGAIN/-ESHUTDOWN; DNS trouble is a result
  *       (DNS_RESULT_TEMPFAIL), never an error. A completion for an anchor
@@ -32,7 +33,8 @@
  * bit first. The hook only notes the query (udns's callback data) and
  * the server; after dns_ioevent
  * returns, the UDP query is cancelled and the same question goes to that
- * server over TCP: connect, send, receive, each with a linked timeout.
+ * server over TCP: connect, send, receive, each with a linked timeout at
+ * the exchange's deadline.
  * The answer is parsed with udns's own parsers and ends the query as a
  * UDP answer would have.
  *
@@ -112,6 +114,7 @@ struct dns_tcp {
 	unsigned step;                  /* DNS_TCP_*; 0: not started */
 	bool is_op_armed;               /* connect, send or recv in flight */
 	bool is_done;                   /* answered or failed: no new step */
+	int64_t deadline_ms;            /* the whole exchange (reactor clock) */
 	struct sockaddr_storage sa;
 	socklen_t salen;
 	unsigned qtype;
@@ -172,7 +175,7 @@ struct dns_resolver {
 	uint64_t rng;
 	unsigned negative_ttl_s;
 	unsigned max_ttl_s;
-	unsigned tcp_timeout_s;         /* each TCP step */
+	unsigned tcp_timeout_s;         /* a TCP exchange gets twice this */
 	struct dns_tcp *tcp_list;       /* every dns_tcp not yet freed */
 	bool has_tcp_new;               /* some dns_tcp waits for its start */
 	struct dns_stats stats;
@@ -685,15 +688,17 @@ static void tcp_drop(struct dns_q *dq)
 		tcp_free(t);
 }
 
-/* tcp_arm - tag sqe (connect, send or recv of t) and link its timeout. */
+/* tcp_arm - tag sqe (connect, send or recv of t) and link a timeout at
+ * t's deadline (the caller checked that it is ahead). */
 static void tcp_arm(struct dns_tcp *t, struct io_uring_sqe *sqe)
 {
 	struct dns_resolver *d = t->a.d;
+	int64_t left = t->deadline_ms - d->r->now_ms;
 
 	reactor_sqe_tag(sqe, &t->a, d->op);
 	sqe->flags |= IOSQE_IO_LINK;
-	t->ts.tv_sec = d->tcp_timeout_s;
-	t->ts.tv_nsec = 0;
+	t->ts.tv_sec = left / 1000;
+	t->ts.tv_nsec = (left % 1000) * 1000000;
 	sqe = reactor_sqe(d->r);
 	io_uring_prep_link_timeout(sqe, &t->ts, 0);
 	reactor_sqe_tag(sqe, &t->a, REACTOR_OP_IGNORE);
@@ -790,7 +795,10 @@ static void tcp_on_cqe(struct dns_tcp *t, int res)
 		tcp_free(t);
 		return;
 	}
-	if (res < 0 || (res == 0 && t->step == DNS_TCP_RECV)) {
+	/* a server that drips its answer gets the deadline, not a timeout
+	 * per piece */
+	if (res < 0 || (res == 0 && t->step == DNS_TCP_RECV) ||
+	    t->a.d->r->now_ms >= t->deadline_ms) {
 		tcp_end(t, DNS_E_TEMPFAIL, NULL);
 		return;
 	}
@@ -839,6 +847,7 @@ static void tcp_start(struct dns_tcp *t)
 
 	query_cancel(d->ctx, t->dq);
 	t->step = DNS_TCP_CONNECT;
+	t->deadline_ms = d->r->now_ms + 2000 * (int64_t)d->tcp_timeout_s;
 	d->stats.n_tcp++;
 	dnlen = dns_dnlen(t->dn);
 	t->qid = (uint16_t)xorshift64(&d->rng);

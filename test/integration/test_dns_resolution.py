@@ -561,7 +561,8 @@ def test_truncated_answer_without_tcp_is_temporary(trunc_servers):
 class TruncServer:
     """TruncServer - 127.0.0.1:port answers every UDP query with TC set and
     no records; over TCP it does what mode says: "ok" (one A record
-    127.0.5.1, AAAA NODATA, 1 byte per send), "silent", "close",
+    127.0.5.1, AAAA NODATA, 1 byte per send), "drip" (the same, a byte
+    every 0.3 s), "silent", "close",
     "wrongid", "short" (a length longer than what follows, then close),
     "tc" (TC set again), "nxdomain", "servfail"."""
 
@@ -639,10 +640,10 @@ class TruncServer:
             a = self.answer(q, tc=m == "tc", rcode={"nxdomain": 3, "servfail": 2}.get(m, 0),
                             qid=((q[0] << 8 | q[1]) ^ 0x5555) if m == "wrongid" else None)
             msg = struct.pack(">H", len(a) + (10 if m == "short" else 0)) + a
-            if m == "ok":
+            if m in ("ok", "drip"):
                 for b in msg:
                     c.sendall(bytes([b]))
-                    time.sleep(0.001)
+                    time.sleep(0.3 if m == "drip" else 0.001)
             else:
                 c.sendall(msg)
             time.sleep(0.2)
@@ -706,6 +707,18 @@ def test_tcp_silent_server_times_out(trunc_server, dns_server):
     r = result(lines[0])
     assert r["status"] == "tempfail", f"got {r}"
     assert took < 10, f"took {took:.1f}s, want the 1 s step timeout to end it"
+
+
+def test_tcp_answer_dripped_out_hits_the_deadline(trunc_server, dns_server):
+    # a byte every 0.3 s would take ~20 s for the answer; each piece comes
+    # well within the 1 s timeout, the whole exchange gets 2 s
+    srv = trunc_server("drip")
+    t0 = time.monotonic()
+    lines = probe(srv.port, "host:one.fake", opts=("-T", "25"))
+    took = time.monotonic() - t0
+    r = result(lines[0])
+    assert r["status"] == "tempfail", f"got {r}, want tempfail at the deadline"
+    assert took < 8, f"took {took:.1f}s, want the 2 s exchange deadline to end it"
 
 
 def test_stop_with_tcp_in_flight(trunc_server, dns_server):
