@@ -1121,6 +1121,67 @@ DELIVER_ZONE = """
   local-data: "relay.test. 300 IN A 127.0.0.8"
   local-data: "null.test. 300 IN MX 0 ."
   local-data: "nohost.test. 300 IN MX 10 nowhere.nohost.test."
+  local-data: "big.test. 300 IN MX 10 mx1.multi.test."
+  local-data: "big.test. 300 IN MX 20 mx00-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big00.test."
+  local-data: "big.test. 300 IN MX 21 mx01-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big01.test."
+  local-data: "big.test. 300 IN MX 22 mx02-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big02.test."
+  local-data: "big.test. 300 IN MX 23 mx03-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big03.test."
+  local-data: "big.test. 300 IN MX 24 mx04-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big04.test."
+  local-data: "big.test. 300 IN MX 25 mx05-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big05.test."
+  local-data: "big.test. 300 IN MX 26 mx06-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big06.test."
+  local-data: "big.test. 300 IN MX 27 mx07-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big07.test."
+  local-data: "big.test. 300 IN MX 28 mx08-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big08.test."
+  local-data: "big.test. 300 IN MX 29 mx09-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big09.test."
+  local-data: "big.test. 300 IN MX 30 mx10-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big10.test."
+  local-data: "big.test. 300 IN MX 31 mx11-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big11.test."
+  local-data: "big.test. 300 IN MX 32 mx12-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big12.test."
+  local-data: "big.test. 300 IN MX 33 mx13-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big13.test."
+  local-data: "big.test. 300 IN MX 34 mx14-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big14.test."
+  local-data: "big.test. 300 IN MX 35 mx15-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big15.test."
+  local-data: "big.test. 300 IN MX 36 mx16-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big16.test."
+  local-data: "big.test. 300 IN MX 37 mx17-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big17.test."
+  local-data: "big.test. 300 IN MX 38 mx18-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big18.test."
+  local-data: "big.test. 300 IN MX 39 mx19-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big19.test."
+  local-data: "big.test. 300 IN MX 40 mx20-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big20.test."
+  local-data: "big.test. 300 IN MX 41 mx21-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big21.test."
+  local-data: "big.test. 300 IN MX 42 mx22-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big22.test."
+  local-data: "big.test. 300 IN MX 43 mx23-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big23.test."
+  local-data: "big.test. 300 IN MX 44 mx24-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big24.test."
+  local-data: "big.test. 300 IN MX 45 mx25-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big25.test."
+  local-data: "big.test. 300 IN MX 46 mx26-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big26.test."
+  local-data: "big.test. 300 IN MX 47 mx27-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big27.test."
+  local-data: "big.test. 300 IN MX 48 mx28-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big28.test."
+  local-data: "big.test. 300 IN MX 49 mx29-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big29.test."
+  local-data: "big.test. 300 IN MX 50 mx30-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big30.test."
+  local-data: "big.test. 300 IN MX 51 mx31-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big31.test."
+  local-data: "big.test. 300 IN MX 52 mx32-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big32.test."
+  local-data: "big.test. 300 IN MX 53 mx33-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big33.test."
+  local-data: "big.test. 300 IN MX 54 mx34-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big34.test."
+  local-data: "big.test. 300 IN MX 55 mx35-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big35.test."
+  local-data: "big.test. 300 IN MX 56 mx36-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big36.test."
+  local-data: "big.test. 300 IN MX 57 mx37-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big37.test."
+  local-data: "big.test. 300 IN MX 58 mx38-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big38.test."
+  local-data: "big.test. 300 IN MX 59 mx39-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big39.test."
+  local-data: "big.test. 300 IN MX 60 mx40-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big40.test."
+  local-data: "big.test. 300 IN MX 61 mx41-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big41.test."
+  local-data: "big.test. 300 IN MX 62 mx42-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big42.test."
+  local-data: "big.test. 300 IN MX 63 mx43-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big43.test."
+  local-data: "big.test. 300 IN MX 64 mx44-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big44.test."
+  local-data: "big.test. 300 IN MX 65 mx45-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big45.test."
+  local-data: "big.test. 300 IN MX 66 mx46-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big46.test."
+  local-data: "big.test. 300 IN MX 67 mx47-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big47.test."
+  local-data: "big.test. 300 IN MX 68 mx48-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big48.test."
+  local-data: "big.test. 300 IN MX 69 mx49-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big49.test."
+  local-data: "big.test. 300 IN MX 70 mx50-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big50.test."
+  local-data: "big.test. 300 IN MX 71 mx51-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big51.test."
+  local-data: "big.test. 300 IN MX 72 mx52-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big52.test."
+  local-data: "big.test. 300 IN MX 73 mx53-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big53.test."
+  local-data: "big.test. 300 IN MX 74 mx54-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big54.test."
+  local-data: "big.test. 300 IN MX 75 mx55-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big55.test."
+  local-data: "big.test. 300 IN MX 76 mx56-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big56.test."
+  local-data: "big.test. 300 IN MX 77 mx57-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big57.test."
+  local-data: "big.test. 300 IN MX 78 mx58-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big58.test."
+  local-data: "big.test. 300 IN MX 79 mx59-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy.big59.test."
   local-zone: "fail.example." transparent
   local-zone: "flaky.example." transparent
 """
@@ -1169,19 +1230,28 @@ def free_udp_port():
     raise AssertionError("no free UDP+TCP port")
 
 
-def dns_rcode(port, name, qtype=15, timeout=1.0):
-    """dns_rcode - one raw UDP query to 127.0.0.1:port; the rcode, or None on timeout."""
+def dns_udp_reply(port, name, qtype=15, timeout=1.0, edns=0):
+    """dns_udp_reply - one raw UDP query to 127.0.0.1:port (with an EDNS0
+    OPT record of that UDP size when edns); the reply, or None on timeout."""
     import struct
     qname = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".") if p) + b"\0"
-    pkt = struct.pack(">HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0) + qname + struct.pack(">HH", qtype, 1)
+    pkt = struct.pack(">HHHHHH", 0x4242, 0x0100, 1, 0, 0, 1 if edns else 0) + qname + \
+        struct.pack(">HH", qtype, 1)
+    if edns:
+        pkt += b"\0" + struct.pack(">HHIH", 41, edns, 0, 0)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(timeout)
         s.sendto(pkt, ("127.0.0.1", port))
         try:
-            data = s.recv(4096)
+            return s.recv(65535)
         except OSError:
             return None
-    return data[3] & 0x0F
+
+
+def dns_rcode(port, name, qtype=15, timeout=1.0):
+    """dns_rcode - one raw UDP query to 127.0.0.1:port; the rcode, or None on timeout."""
+    data = dns_udp_reply(port, name, qtype, timeout)
+    return None if data is None else data[3] & 0x0F
 
 
 class UnboundProc:

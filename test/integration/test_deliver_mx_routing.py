@@ -14,13 +14,14 @@ Limits:   every wait polls with a timeout (DELIVER_S).
 Skips:    without the delivery engine (issue 4) or unbound.
 Standards: RFC 5321 5.1 (MX preference, next MX when one fails), RFC 7505
           (null MX: bounce 5.1.10), RFC 1035 (NXDOMAIN is permanent,
-          SERVFAIL temporary), RFC 3464 (the bounces).
+          SERVFAIL temporary), RFC 3464 (the bounces), RFC 7766 (TCP when
+          the UDP answer is truncated).
 """
 
 import pytest
 
-from peers import (deliver_log, free_port_on, parse_dsn, send_mail, statuses, wait_deliver,
-                   wait_for, wait_queue_empty)
+from peers import (deliver_log, dns_udp_reply, free_port_on, parse_dsn, send_mail, statuses,
+                   wait_deliver, wait_for, wait_queue_empty)
 
 DELIVER_S = 30
 HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6")
@@ -146,3 +147,21 @@ def test_servfail_retried_then_delivered(mx_world, dns_zones):
     finally:
         dns_zones.reset_flaky(name)
 
+
+
+def test_mx_answer_too_big_for_udp_goes_over_tcp(mx_world, dns_zones):
+    # big.test has 61 MX records with long names, over 6 KiB: more than
+    # fits the 4096 bytes of UDP udns asks for with EDNS0
+    port_dns = int(dns_zones.dns_servers.rsplit(":", 1)[1])
+    reply = dns_udp_reply(port_dns, "big.test", edns=4096)
+    assert reply is not None and reply[2] & 0x02, "unbound should truncate big.test's MX answer"
+    make, sinks, port = mx_world
+    d = make()
+    send_mail(d, ["u@big.test"], token="bigmx")
+    wait_for(lambda: sinks["127.0.0.2"].count() >= 1, DELIVER_S,
+             "delivery to mx1.multi.test, big.test's preference 10")
+    wait_queue_empty(d, DELIVER_S)
+    only_sink(sinks, "127.0.0.2", "u@big.test")
+    recs = [r for r in wait_deliver(d, lambda r: "sent" in statuses(r, "u@big.test"),
+                                    DELIVER_S, "status=sent") if r.get("to") == "u@big.test"]
+    assert statuses(recs, "u@big.test") == ["sent"], f"got {recs}, want sent at once"
