@@ -406,9 +406,14 @@ def test_stop_with_lookups_in_flight(dns_server):
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind(("127.0.0.1", 0))
         port = silent.getsockname()[1]
-        p = subprocess.run([PROBE, "-s", f"127.0.0.1:{port}", "-t", "5", "-n", "3", "-T", "1",
-                            "mx:multi.test+mx:amx.test+host:relay.test"],
-                           capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
+        probe_stopped(port, "3", "mx:multi.test+mx:amx.test+host:relay.test")
+
+
+def probe_stopped(port, tries, step):
+    """probe_stopped - run step against port until the probe's 1 s limit
+    stops the reactor with it in flight: a clean stop, no callback."""
+    p = subprocess.run([PROBE, "-s", f"127.0.0.1:{port}", "-t", "5", "-n", tries, "-T", "1", step],
+                       capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
     for mark in SANITIZER_MARKS:
         assert mark not in p.stderr, f"sanitizer report: {p.stderr}"
     assert p.returncode == 2 and "limit reached" in p.stderr, \
@@ -699,37 +704,21 @@ def test_tcp_nxdomain_is_permanent(trunc_server, dns_server):
     assert r["status"] == "nxdomain", f"got {r}, want the TCP answer's NXDOMAIN"
 
 
-def test_tcp_silent_server_times_out(trunc_server, dns_server):
-    srv = trunc_server("silent")
-    t0 = time.monotonic()
-    lines = probe(srv.port, "host:one.fake", opts=("-T", "20"))
-    took = time.monotonic() - t0
-    r = result(lines[0])
-    assert r["status"] == "tempfail", f"got {r}"
-    assert took < 10, f"took {took:.1f}s, want the 1 s step timeout to end it"
-
-
-def test_tcp_answer_dripped_out_hits_the_deadline(trunc_server, dns_server):
-    # a byte every 0.3 s would take ~20 s for the answer; each piece comes
-    # well within the 1 s timeout, the whole exchange gets 2 s
-    srv = trunc_server("drip")
+@pytest.mark.parametrize("mode", ["silent", "drip"])
+def test_tcp_exchange_deadline(trunc_server, dns_server, mode):
+    # silent: nothing comes; drip: a byte every 0.3 s, each well within a
+    # 1 s timeout, the whole answer in ~20 s: the exchange gets 2 s in all
+    srv = trunc_server(mode)
     t0 = time.monotonic()
     lines = probe(srv.port, "host:one.fake", opts=("-T", "25"))
     took = time.monotonic() - t0
     r = result(lines[0])
-    assert r["status"] == "tempfail", f"got {r}, want tempfail at the deadline"
-    assert took < 8, f"took {took:.1f}s, want the 2 s exchange deadline to end it"
+    assert r["status"] == "tempfail", f"{mode}: got {r}, want tempfail at the deadline"
+    assert took < 8, f"{mode}: took {took:.1f}s, want the 2 s exchange deadline to end it"
 
 
 def test_stop_with_tcp_in_flight(trunc_server, dns_server):
     # as test_stop_with_lookups_in_flight, with the queries waiting on TCP
     srv = trunc_server("silent")
-    p = subprocess.run([PROBE, "-s", f"127.0.0.1:{srv.port}", "-t", "5", "-n", "1", "-T", "1",
-                        "host:one.fake+mx:two.fake"],
-                       capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
-    for mark in SANITIZER_MARKS:
-        assert mark not in p.stderr, f"sanitizer report: {p.stderr}"
-    assert p.returncode == 2 and "limit reached" in p.stderr, \
-        f"got exit {p.returncode} {p.stderr!r}, want 2 (time limit)"
-    assert p.stdout == "", f"got {p.stdout!r}, want no callback after the stop"
+    probe_stopped(srv.port, "1", "host:one.fake+mx:two.fake")
     assert srv.n_tcp >= 2, f"got {srv.n_tcp} connections, want the queries in flight over TCP"

@@ -2086,6 +2086,26 @@ static void churn_done(struct spool_shard *sh, unsigned base, unsigned n)
 }
 
 /*
+ * put_deferred - message fill(100) of 300 bytes, synced, then its rcpt 0
+ * delivered (1 attempt) and rcpt 1 deferred to later (3 attempts, delay
+ * notice sent); up gets those updates.
+ */
+static void put_deferred(struct spool_shard *sh, struct ack *a, int64_t later,
+			 struct spool_rcpt_update up[2])
+{
+	static struct ack w;
+	struct rm_err err;
+
+	T_EQ_INT(put(sh, 300, 100, 300, a, true), 0);
+	up[0] = (struct spool_rcpt_update){ 0, SPOOL_RCPT_DELIVERED, 1, 0, 0 };
+	up[1] = (struct spool_rcpt_update){ 1, SPOOL_RCPT_PENDING, 3, later,
+					    SPOOL_RCPT_F_DELAY_NOTIFIED };
+	T_EQ_INT(spool_shard_update(sh, a->id, up, 2, &w, &err), 0);
+	drive(sh);
+	T_EQ_INT(w.status, 0);
+}
+
+/*
  * test_move - a deferred message does not pin every later segment: the
  * sweep copies it forward (content, envelope, recipient states), the next
  * sweep unlinks what that freed; a message due soon is left alone; a
@@ -2109,14 +2129,8 @@ static void test_move(void)
 	sp = open_or_die(&o);
 	sh = shard_or_die(sp, 0);
 	T_CASE("move_deferred_message_pins_later_segments");
-	T_EQ_INT(put(sh, 300, 100, 300, &a, true), 0);
-	struct spool_rcpt_update up[2] = {
-		{ 0, SPOOL_RCPT_DELIVERED, 1, 0, 0 },
-		{ 1, SPOOL_RCPT_PENDING, 3, later, SPOOL_RCPT_F_DELAY_NOTIFIED },
-	};
-	T_EQ_INT(spool_shard_update(sh, a.id, up, 2, &w, &err), 0);
-	drive(sh);
-	T_EQ_INT(w.status, 0);
+	struct spool_rcpt_update up[2];
+	put_deferred(sh, &a, later, up);
 	churn_done(sh, 200, 40);
 	before = count_segments(dir);
 	T_CHECK(before >= 20, "segments: got %d", before);
@@ -2198,7 +2212,7 @@ static void test_move_sync_failure(void)
 	struct spool *sp;
 	struct spool_shard *sh;
 	struct rm_err err;
-	static struct ack a, w;
+	static struct ack a;
 	int64_t later = (int64_t)time(NULL) + 3600;
 	int fd;
 
@@ -2206,13 +2220,8 @@ static void test_move_sync_failure(void)
 	sp = open_or_die(&o);
 	sh = shard_or_die(sp, 0);
 	T_CASE("move_sync_failure_keeps_the_original");
-	T_EQ_INT(put(sh, 300, 100, 300, &a, true), 0);
-	struct spool_rcpt_update up[2] = {
-		{ 0, SPOOL_RCPT_DELIVERED, 1, 0, 0 },
-		{ 1, SPOOL_RCPT_PENDING, 3, later, SPOOL_RCPT_F_DELAY_NOTIFIED },
-	};
-	T_EQ_INT(spool_shard_update(sh, a.id, up, 2, &w, &err), 0);
-	drive(sh);
+	struct spool_rcpt_update up[2];
+	put_deferred(sh, &a, later, up);
 	churn_done(sh, 200, 12);
 	T_EQ_INT(spool_shard_sweep(sh, &err), 0);
 	T_CHECK((fd = spool_shard_sync_begin(sh)) >= 0, "the move is a batch");
