@@ -1403,6 +1403,15 @@ static const struct conf_key conf_keys[] = {
 	  .values = "a size, 1M..4G, with an optional k, M, G or T suffix",
 	  .doc = "Size of one spool segment file, to which message data is "
 		"appended; when one is full the next is started." },
+	{ .name = "spool_sweep_interval", .kind = K_MS, F(spool_sweep_interval_ms),
+	  .min = MS_SEC, .max = MS_HOUR, .def = "60s",
+	  .values = DURATION_VALUES("1s..1h"),
+	  .doc = "How often each reactor removes the spool segments no queued "
+		"message needs any more, and copies the few deferred or held "
+		"messages that keep old segments alive into the current one "
+		"(README: The spool). Each run blocks its reactor for an unlink "
+		"and a directory fsync per segment removed and reads at most "
+		"8 MiB." },
 	{ .name = "spool_preallocate", .kind = K_BYTES,
 	  F(spool_preallocate), .min = 0, .max = GIB, .def = "4M",
 	  .values = "a size, 0..1G, with an optional k, M, G or T suffix (0 = off)",

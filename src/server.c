@@ -238,9 +238,6 @@ static bool is_done(struct reactor *r)
 
 static void buf_free(struct reactor *r);
 
-/* SERVER_SWEEP_MS - how often dead segment files are reclaimed. */
-#define SERVER_SWEEP_MS 60000
-
 static void tick(struct reactor *r)
 {
 	struct server *sv = server_of(r);
@@ -249,7 +246,7 @@ static void tick(struct reactor *r)
 
 	if (r->now_ms >= sv->next_sweep_ms) {
 		struct rm_err err = { 0, "" };
-		sv->next_sweep_ms = r->now_ms + SERVER_SWEEP_MS;
+		sv->next_sweep_ms = r->now_ms + (int64_t)sv->conf->spool_sweep_interval_ms;
 		uint64_t moved = spool_shard_n_moved(sv->shard);
 		int n = spool_shard_sweep(sv->shard, &err);
 		if (n < 0)

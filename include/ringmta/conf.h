@@ -178,6 +178,7 @@ struct conf {
 	uint64_t spool_map_size;       /* bytes */
 	uint64_t spool_segment_size;   /* bytes */
 	uint64_t spool_preallocate;    /* bytes zero-filled ahead; 0 = off */
+	uint64_t spool_sweep_interval_ms; /* segment reclamation period */
 	bool is_delivery;              /* delivery = yes */
 	unsigned smtp_tcp_port;
 	uint64_t smtp_command_timeout_ms;
