@@ -28,6 +28,11 @@
  *       caching, approximated), RFC 5321 4.1.3 (address literals),
  *       resolv.conf(5).
  *
+ * Compressed questions: udns matches a reply's question after following
+ * compression pointers, then its parsers read it as a plain name and can
+ * write past their result (see on_dbg). Every reply we accept, over UDP
+ * or TCP, carries our question byte for byte, ASCII case aside.
+ *
  * TCP fallback: udns takes a truncated reply for SERVFAIL; its debug
  * hook, called for every reply while dns_ioevent runs, shows us the TC
  * bit first. The hook only notes the query (udns's callback data) and
@@ -724,11 +729,32 @@ static void tcp_end(struct dns_tcp *t, int status, void *rr)
 		free(rr);
 }
 
+/*
+ * question_is - whether the n bytes at p are the wire-form name qdn (n its
+ * length), ASCII case aside. Byte for byte, as udns checks a UDP reply: a
+ * compressed question would pass dns_getdn yet udns's parsers
+ * (dns_stdrr_finish) read the question at its fixed offset as a plain name.
+ */
+static bool question_is(const uint8_t *p, const uint8_t *qdn, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint8_t a = p[i], b = qdn[i];
+
+		if (a >= 'A' && a <= 'Z')
+			a = (uint8_t)(a - 'A' + 'a');
+		if (b >= 'A' && b <= 'Z')
+			b = (uint8_t)(b - 'A' + 'a');
+		if (a != b)
+			return false;
+	}
+	return true;
+}
+
 int dns_answer_parse(const uint8_t *pkt, size_t len, unsigned qid, const uint8_t *qdn,
 		     unsigned qtype, void **rr)
 {
-	const uint8_t *end = pkt + len, *cur = pkt + DNS_HSIZE;
-	uint8_t dn[DNS_MAXDN];
+	const uint8_t *end = pkt + len, *cur;
+	size_t qlen = dns_dnlen(qdn);
 	dns_parse_fn *parse = qtype == DNS_T_MX ? dns_parse_mx :
 		qtype == DNS_T_A ? dns_parse_a4 : dns_parse_a6;
 	int rc;
@@ -736,10 +762,12 @@ int dns_answer_parse(const uint8_t *pkt, size_t len, unsigned qid, const uint8_t
 	*rr = NULL;
 	if (qtype != DNS_T_MX && qtype != DNS_T_A && qtype != DNS_T_AAAA)
 		return DNS_E_BADQUERY;
-	if (len < DNS_HSIZE || len > DNS_TCP_MAX_BYTES || dns_qid(pkt) != qid || !dns_qr(pkt) ||
-	    dns_opcode(pkt) != 0 || dns_tc(pkt) || dns_numqd(pkt) != 1 ||
-	    dns_getdn(pkt, &cur, end, dn, sizeof(dn)) <= 0 || !dns_dnequal(dn, qdn) ||
-	    end - cur < 4 || dns_get16(cur) != qtype || dns_get16(cur + 2) != DNS_C_IN)
+	if (len < DNS_HSIZE + qlen + 4 || len > DNS_TCP_MAX_BYTES || dns_qid(pkt) != qid ||
+	    !dns_qr(pkt) || dns_opcode(pkt) != 0 || dns_tc(pkt) || dns_numqd(pkt) != 1 ||
+	    !question_is(pkt + DNS_HSIZE, qdn, qlen))
+		return DNS_E_PROTOCOL;
+	cur = pkt + DNS_HSIZE + qlen;
+	if (dns_get16(cur) != qtype || dns_get16(cur + 2) != DNS_C_IN)
 		return DNS_E_PROTOCOL;
 	switch (dns_rcode(pkt)) {
 	case DNS_R_NOERROR:
@@ -887,28 +915,54 @@ static void tcp_start_new(struct dns_resolver *d)
 	}
 }
 
+/* dq_name - the name dq asks about. */
+static const char *dq_name(const struct dns_q *dq)
+{
+	return dq == &dq->l->mxq ? dq->l->name : dq->l->res.hosts[dq->host].name;
+}
+
 /*
  * on_dbg - udns's hook for the replies dns_ioevent reads. udns 0.4 calls
  * it with code 0 and the query's callback data once it has matched a
- * reply to one of our queries and its server, before it takes a TC bit
- * for SERVFAIL: a truncated reply notes that query for a TCP retry to
- * the same server. Other codes are replies udns threw away.
+ * reply to one of our queries and its server, before it looks at the
+ * rcode; other codes are replies udns threw away. Two jobs:
+ *
+ * 1. A reply udns would parse (NOERROR, records, no TC) whose question is
+ *    not our name byte for byte is turned into a SERVFAIL in udns's own
+ *    receive buffer. udns matched the question after following
+ *    compression pointers, but its record parsers (dns_stdrr_finish)
+ *    read the question at its fixed place as a plain name: a compressed
+ *    one can make that text longer than dns_dntop_size admits, and
+ *    dns_dntop then writes past the record udns allocated (a heap
+ *    overflow any server, or a spoofer who guesses the id, could cause).
+ *    No real server compresses the question; udns moves to the next
+ *    server or ends the query TEMPFAIL.
+ * 2. A truncated reply notes the query for a TCP retry to the same
+ *    server (udns would take it for SERVFAIL).
  */
 static void on_dbg(int code, const struct sockaddr *sa, unsigned salen, dnscc_t *pkt,
 		   int plen, const struct dns_query *q, void *data)
 {
 	struct dns_resolver *d = tl_ioevent_d;
-	struct dns_q *dq = NULL;
+	struct dns_q *dq = data;
+	uint8_t dn[DNS_MAXDN];
 	struct dns_tcp *t;
+	size_t qlen;
 
 	(void)q;
-	if (d == NULL || d->is_stopping || pkt == NULL || plen < DNS_HSIZE || !dns_qr(pkt) ||
-	    !dns_tc(pkt) || sa == NULL || salen > sizeof(t->sa) ||
-	    (sa->sa_family != AF_INET && sa->sa_family != AF_INET6))
+	if (d == NULL || d->is_stopping || code != 0 || dq == NULL || dq->q == NULL ||
+	    pkt == NULL || plen < DNS_HSIZE || !dns_qr(pkt) ||
+	    dns_sptodn(dq_name(dq), dn, sizeof(dn)) <= 0)
 		return;
-	if (code == 0)
-		dq = data;
-	if (dq == NULL || dq->tcp != NULL || dq->q == NULL)
+	qlen = dns_dnlen(dn);
+	if (dns_rcode(pkt) == DNS_R_NOERROR && !dns_tc(pkt) && dns_numan(pkt) > 0 &&
+	    ((size_t)plen < DNS_HSIZE + qlen + 4 || !question_is(pkt + DNS_HSIZE, dn, qlen))) {
+		((uint8_t *)pkt)[3] = (uint8_t)((pkt[3] & 0xf0) | DNS_R_SERVFAIL);
+		d->stats.n_bad_question++;
+		return;
+	}
+	if (!dns_tc(pkt) || dq->tcp != NULL || sa == NULL || salen > sizeof(t->sa) ||
+	    (sa->sa_family != AF_INET && sa->sa_family != AF_INET6))
 		return;
 	t = calloc(1, sizeof(*t));
 	if (t == NULL)
@@ -918,11 +972,7 @@ static void on_dbg(int code, const struct sockaddr *sa, unsigned salen, dnscc_t 
 	memcpy(&t->sa, sa, salen);
 	t->salen = (socklen_t)salen;
 	t->qtype = dq == &dq->l->mxq ? DNS_T_MX : dq->fam == DNS_FAM_V4 ? DNS_T_A : DNS_T_AAAA;
-	if (dns_sptodn(dq == &dq->l->mxq ? dq->l->name : dq->l->res.hosts[dq->host].name,
-		       t->dn, sizeof(t->dn)) <= 0) {
-		free(t);
-		return;
-	}
+	memcpy(t->dn, dn, qlen);
 	t->dq = dq;
 	dq->tcp = t;
 	t->next = d->tcp_list;

@@ -120,11 +120,12 @@ static int start_one(struct probe *p, char *part, unsigned slot)
 		struct dns_stats st = dns_resolver_stats(p->d);
 
 		printf("stats lookups=%llu hits=%llu literals=%llu joined=%llu queries=%llu "
-		       "tempfail=%llu tcp=%llu\n",
+		       "tempfail=%llu tcp=%llu bad_question=%llu\n",
 		       (unsigned long long)st.n_lookups, (unsigned long long)st.n_cache_hits,
 		       (unsigned long long)st.n_literals, (unsigned long long)st.n_joined,
 		       (unsigned long long)st.n_queries,
-		       (unsigned long long)st.n_tempfail, (unsigned long long)st.n_tcp);
+		       (unsigned long long)st.n_tempfail, (unsigned long long)st.n_tcp,
+		       (unsigned long long)st.n_bad_question);
 		fflush(stdout);
 		return 0;
 	}

@@ -186,6 +186,7 @@ struct dns_stats {
 	uint64_t n_queries;     /* udns queries submitted (MX, A, AAAA) */
 	uint64_t n_tempfail;    /* lookups that ended TEMPFAIL */
 	uint64_t n_tcp;         /* queries asked again over TCP (a truncated UDP answer) */
+	uint64_t n_bad_question; /* UDP answers refused: question not ours byte for byte */
 };
 
 /*

@@ -569,7 +569,10 @@ class TruncServer:
     127.0.5.1, AAAA NODATA, 1 byte per send), "drip" (the same, a byte
     every 0.3 s), "silent", "close",
     "wrongid", "short" (a length longer than what follows, then close),
-    "tc" (TC set again), "nxdomain", "servfail"."""
+    "tc" (TC set again), "nxdomain", "servfail". Modes "udp-plain" and
+    "udp-compressed" answer over UDP instead, no TC: one record of the
+    type asked (A 127.0.5.2, AAAA ::1, MX 10 "mail"), the question as
+    asked or compressed (udns's heap overflow, see answer_udp)."""
 
     def __init__(self, mode):
         self.mode = mode
@@ -613,13 +616,37 @@ class TruncServer:
                           1 if rr else 0, 0, 0)
         return hdr + q[12:end] + rr
 
+    def answer_udp(self, q, compress):
+        """answer_udp - one record for q's question. compress: the
+        question's name is its first label then a pointer to the rest of
+        it in the answer's owner name, and the message is padded so that
+        reading that question as a plain name (what udns's parsers do)
+        gives text over 1024 bytes: udns 0.4 sizes its result for an
+        empty name then, and writes the whole text past it."""
+        end = self.question_end(q)
+        name, qtc = q[12:end - 4], q[end - 4:end]
+        qtype = struct.unpack(">H", qtc[:2])[0]
+        rdata = {1: bytes([127, 0, 5, 2]), 28: bytes(15) + b"\x01",
+                 15: b"\x00\x0a\x04mail\x00"}.get(qtype, b"")
+        first = name[:1 + name[0]]
+        qname = first + bytes([0xc0, 12 + len(first) + 2 + 4 + len(first)]) if compress else name
+        rr = name + qtc + struct.pack(">IH", 300, len(rdata)) + rdata
+        msg = struct.pack(">HHHHHH", q[0] << 8 | q[1], 0x8180, 1, 1, 0, 0) + qname + qtc + rr
+        if compress:
+            label_end = 12 + len(first) + 1 + 0xc0
+            msg += b"\x01" * (label_end - len(msg)) + b"\xff" + b"\x01" * 255 + b"\x00"
+        return msg
+
     def _udp_loop(self):
         while not self.stop_ev.is_set():
             try:
                 q, peer = self.udp.recvfrom(4096)
             except socket.timeout:
                 continue
-            self.udp.sendto(self.answer(q, tc=True), peer)
+            if self.mode.startswith("udp-"):
+                self.udp.sendto(self.answer_udp(q, self.mode == "udp-compressed"), peer)
+            else:
+                self.udp.sendto(self.answer(q, tc=True), peer)
 
     def _tcp_loop(self):
         while not self.stop_ev.is_set():
@@ -722,3 +749,17 @@ def test_stop_with_tcp_in_flight(trunc_server, dns_server):
     srv = trunc_server("silent")
     probe_stopped(srv.port, "1", "host:one.fake+mx:two.fake")
     assert srv.n_tcp >= 2, f"got {srv.n_tcp} connections, want the queries in flight over TCP"
+
+
+@pytest.mark.parametrize("step", ["host:one.fake", "mx:one.fake"])
+def test_udp_compressed_question_is_refused(trunc_server, dns_server, step):
+    # udns matches a compressed question, then parses it as a plain name
+    # and overflows its result; the resolver takes such a reply for a
+    # failed server. The same records with the question as asked pass.
+    plain = result(probe(trunc_server("udp-plain").port, step)[0])
+    assert plain["status"] == "ok", f"plain question: got {plain}, want ok"
+    srv = trunc_server("udp-compressed")
+    lines = probe(srv.port, step, "stats")
+    r = result(lines[0])
+    assert r["status"] == "tempfail", f"compressed question: got {r}, want tempfail"
+    assert int(stats_of(lines)["bad_question"]) >= 1, f"got {stats_of(lines)}"

@@ -3,7 +3,8 @@
  * checks, address literals (RFC 5321 4.1.3), building an MX answer
  * (RFC 5321 5.1 order, RFC 7505 null MX), dropping ourselves from it
  * (RFC 5321 5.1), the equal-preference shuffle,
- * the TTL/LRU cache with injected time, dns_opts_from_conf, and
+ * the TTL/LRU cache with injected time, the check of an answer read over
+ * TCP (dns_answer_parse), dns_opts_from_conf, and
  * dns_resolver_new on a reactor that never starts (op range, resolv.conf
  * parsing, udns's 6-server limit). Names and literals are read
  * from copies that end at a PROT_NONE page (t_guard_copy). The resolver
@@ -18,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <udns.h>
 
 #include "ringmta/conf.h"
 #include "ringmta/dns.h"
@@ -480,6 +483,118 @@ static void test_results(void)
 	T_EQ_STR(dns_result_str((enum dns_result)99), "unknown");
 }
 
+/* --- answers read over TCP (dns_answer_parse) ---------------------------- */
+
+/* MX answer to "mx.fuzz.test" (id 0x1234): mx.fuzz.test MX 10 mail.fuzz.test. */
+static const uint8_t mx_answer[] = {
+	0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0,
+	2, 'm', 'x', 4, 'f', 'u', 'z', 'z', 4, 't', 'e', 's', 't', 0, 0, 15, 0, 1,
+	0xc0, 12, 0, 15, 0, 1, 0, 0, 1, 44, 0, 18,
+	0, 10, 4, 'm', 'a', 'i', 'l', 4, 'f', 'u', 'z', 'z', 4, 't', 'e', 's', 't', 0,
+};
+#define MX_ANSWER_Q 12          /* offset of the question's name */
+
+/* the same with the question compressed: "\2mx" then a pointer to the
+ * exchange's "\4fuzz\4test" (offset 40) */
+static const uint8_t mx_answer_cq[] = {
+	0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0,
+	2, 'm', 'x', 0xc0, 40, 0, 15, 0, 1,
+	0xc0, 12, 0, 15, 0, 1, 0, 0, 1, 44, 0, 18,
+	0, 10, 4, 'm', 'a', 'i', 'l', 4, 'f', 'u', 'z', 'z', 4, 't', 'e', 's', 't', 0,
+};
+
+/* answer_parse - dns_answer_parse of len bytes of pkt, read from a copy
+ * that ends at a PROT_NONE page, as the MX question for mx.fuzz.test. */
+static int answer_parse(const uint8_t *pkt, size_t len, unsigned qtype, void **rr)
+{
+	uint8_t qdn[DNS_MAXDN];
+	void *base;
+	size_t maplen;
+	const uint8_t *copy = t_guard_copy(pkt, len, &base, &maplen);
+	int rc;
+
+	if (dns_sptodn("mx.fuzz.test", qdn, sizeof(qdn)) <= 0)
+		return -1000;
+	rc = dns_answer_parse(copy, len, 0x1234, qdn, qtype, rr);
+	t_guard_free(base, maplen);
+	return rc;
+}
+
+static void test_answer_parse(void)
+{
+	uint8_t p[sizeof(mx_answer)];
+	void *rr = NULL;
+	struct dns_rr_mx *mx;
+
+	T_CASE("tcp answer: one MX");
+	T_EQ_INT(answer_parse(mx_answer, sizeof(mx_answer), DNS_T_MX, &rr), DNS_E_NOERROR);
+	mx = rr;
+	T_CHECK(mx != NULL && mx->dnsmx_nrr == 1, "got no single MX record");
+	if (mx != NULL && mx->dnsmx_nrr == 1) {
+		T_EQ_INT(mx->dnsmx_mx[0].priority, 10);
+		T_EQ_STR(mx->dnsmx_mx[0].name, "mail.fuzz.test");
+		T_EQ_STR(mx->dnsmx_qname, "mx.fuzz.test");
+	}
+	free(rr);
+
+	T_CASE("tcp answer: the question in another case");
+	memcpy(p, mx_answer, sizeof(p));
+	p[MX_ANSWER_Q + 1] = 'M';
+	p[MX_ANSWER_Q + 4] = 'F';
+	T_EQ_INT(answer_parse(p, sizeof(p), DNS_T_MX, &rr), DNS_E_NOERROR);
+	free(rr);
+
+	/* udns's record parsers read the question at its fixed place as a
+	 * plain name: a compressed one, which dns_getdn would expand to the
+	 * same name, must not get that far */
+	T_CASE("tcp answer: compressed question (0xc0 pointer)");
+	memcpy(p, mx_answer_cq, sizeof(mx_answer_cq));
+	T_EQ_INT(answer_parse(p, sizeof(mx_answer_cq), DNS_T_MX, &rr), DNS_E_PROTOCOL);
+	T_CHECK(rr == NULL, "got records for a compressed question");
+	T_CASE("tcp answer: compressed question (0x80, which udns takes as a pointer)");
+	p[MX_ANSWER_Q + 3] = 0x80;
+	T_EQ_INT(answer_parse(p, sizeof(mx_answer_cq), DNS_T_MX, &rr), DNS_E_PROTOCOL);
+
+	T_CASE("tcp answer: another id");
+	memcpy(p, mx_answer, sizeof(p));
+	p[1] = 0x35;
+	T_EQ_INT(answer_parse(p, sizeof(p), DNS_T_MX, &rr), DNS_E_PROTOCOL);
+	T_CASE("tcp answer: not a reply (QR clear)");
+	memcpy(p, mx_answer, sizeof(p));
+	p[2] = 0x01;
+	T_EQ_INT(answer_parse(p, sizeof(p), DNS_T_MX, &rr), DNS_E_PROTOCOL);
+	T_CASE("tcp answer: truncated again (TC)");
+	p[2] = 0x83;
+	T_EQ_INT(answer_parse(p, sizeof(p), DNS_T_MX, &rr), DNS_E_PROTOCOL);
+	T_CASE("tcp answer: another name");
+	memcpy(p, mx_answer, sizeof(p));
+	p[MX_ANSWER_Q + 2] = 'y';
+	T_EQ_INT(answer_parse(p, sizeof(p), DNS_T_MX, &rr), DNS_E_PROTOCOL);
+	T_CASE("tcp answer: another type asked (A)");
+	T_EQ_INT(answer_parse(mx_answer, sizeof(mx_answer), DNS_T_A, &rr), DNS_E_PROTOCOL);
+	T_CASE("tcp answer: a type we never ask");
+	T_EQ_INT(answer_parse(mx_answer, sizeof(mx_answer), DNS_T_TXT, &rr), DNS_E_BADQUERY);
+	for (size_t n = 0; n < MX_ANSWER_Q + 18; n++) {
+		T_CASE("tcp answer: cut inside the header or question");
+		T_EQ_INT(answer_parse(mx_answer, n, DNS_T_MX, &rr), DNS_E_PROTOCOL);
+	}
+	T_CASE("tcp answer: cut inside the record");
+	T_EQ_INT(answer_parse(mx_answer, sizeof(mx_answer) - 3, DNS_T_MX, &rr), DNS_E_PROTOCOL);
+	T_CHECK(rr == NULL, "got records from a cut answer");
+
+	T_CASE("tcp answer: NXDOMAIN");
+	memcpy(p, mx_answer, sizeof(p));
+	p[3] = 0x83;
+	T_EQ_INT(answer_parse(p, sizeof(p), DNS_T_MX, &rr), DNS_E_NXDOMAIN);
+	T_CASE("tcp answer: SERVFAIL is temporary");
+	p[3] = 0x82;
+	T_EQ_INT(answer_parse(p, sizeof(p), DNS_T_MX, &rr), DNS_E_TEMPFAIL);
+	T_CASE("tcp answer: no records");
+	memcpy(p, mx_answer, sizeof(p));
+	p[7] = 0;
+	T_EQ_INT(answer_parse(p, sizeof(p), DNS_T_MX, &rr), DNS_E_NODATA);
+}
+
 
 /* --- set-up (no ring: nothing is submitted before the first lookup) ------ */
 
@@ -595,6 +710,7 @@ int main(void)
 	test_cache_ttl();
 	test_cache_lru();
 	test_results();
+	test_answer_parse();
 	test_opts_from_conf();
 	test_resolver_new();
 	return t_done();
